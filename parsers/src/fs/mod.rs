@@ -1,0 +1,46 @@
+//! Filesystems behind one trait, found by content.
+//!
+//! Each adapter turns a volume's [`Source`] into nodes with stable ids (the
+//! NTFS record number, the ext inode number) so that hard links are one node
+//! and front ends can derive inode numbers from them.
+
+pub mod ext;
+pub mod ntfs;
+mod probe;
+mod types;
+
+pub use probe::{open, probe, FsKind};
+pub use types::{DirEntry, FileType, FsInfo, NodeId, Stat, Timespec};
+
+use std::ffi::{OsStr, OsString};
+
+use crate::Result;
+
+/// A read-only filesystem, shared by many threads at once.
+pub trait FileSystem: Send + Sync {
+    /// Name, size, label and free space.
+    fn info(&self) -> FsInfo;
+
+    /// The root directory's node.
+    fn root(&self) -> NodeId;
+
+    /// The node named `name` in directory `dir`, with the filesystem's own
+    /// name rules (NTFS is case-insensitive); `None` if there is none.
+    fn lookup(&self, dir: NodeId, name: &OsStr) -> Result<Option<NodeId>>;
+
+    /// Every entry of `dir` except `.` and `..`, in on-disk order.
+    fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>>;
+
+    /// Type, size, owner, mode, link count and times of `node`.
+    fn stat(&self, node: NodeId) -> Result<Stat>;
+
+    /// Reads file data at `offset`; returns 0 at or past the end.
+    fn read(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize>;
+
+    /// The target of a symbolic link.
+    fn read_link(&self, node: NodeId) -> Result<OsString>;
+
+    /// Extended attributes as (name, value), names as Linux shows them
+    /// (`user.foo`).
+    fn xattrs(&self, node: NodeId) -> Result<Vec<(OsString, Vec<u8>)>>;
+}

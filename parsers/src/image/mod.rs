@@ -1,0 +1,31 @@
+//! Image containers: the files of a restore point -> one virtual disk.
+//!
+//! Formats are found by content, never by file name.
+
+mod raw;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::readat::FileSource;
+use crate::{Error, Result, Source};
+
+/// An opened restore point: its virtual disk and what it is made of.
+pub struct Image {
+    /// The virtual disk's bytes.
+    pub disk: Source,
+    /// `raw`, `vmdk`, ...
+    pub format: &'static str,
+    /// Bytes the container's files take on the host.
+    pub file_bytes: u64,
+    /// Lines for `info` (chain links, recovered damage).
+    pub notes: Vec<String>,
+}
+
+/// Opens the image at `path` read-only and decodes its container.
+pub fn open(path: &Path) -> Result<Image> {
+    let file = FileSource::open(path).map_err(|e| Error::io("image", 0, e))?;
+    let file_bytes = crate::ReadAt::size(&file);
+    let file: Source = Arc::new(file);
+    raw::open(file, file_bytes)
+}

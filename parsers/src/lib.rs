@@ -1,0 +1,31 @@
+//! Read-only parsers for virtual-machine backup images.
+//!
+//! The crate is a stack of layers (see `shared/DESIGN.md`), each turning one
+//! byte source into the next, all joined by the positional [`ReadAt`] trait:
+//!
+//! - [`image`]: container formats (raw today) -> one virtual disk;
+//! - [`volume`]: partition tables (GPT, MBR with logical partitions) -> volumes;
+//! - [`fs`]: filesystems (NTFS, ext2/3/4) -> nodes behind [`fs::FileSystem`];
+//! - [`tree`]: one restore tree over every volume, what front ends use.
+//!
+//! ```no_run
+//! use restorefs_parsers::tree::RestoreTree;
+//! let tree = RestoreTree::open("disk.img".as_ref()).unwrap();
+//! let node = tree.resolve("/p1/etc/hostname").unwrap();
+//! let mut buf = vec![0; 4096];
+//! let n = tree.read(node, 0, &mut buf).unwrap();
+//! print!("{}", String::from_utf8_lossy(&buf[..n]));
+//! ```
+//!
+//! Nothing here writes: every source is opened read-only and no layer has a
+//! write path.
+
+pub mod error;
+pub mod fs;
+pub mod image;
+pub mod readat;
+pub mod tree;
+pub mod volume;
+
+pub use error::{Error, Result};
+pub use readat::{ReadAt, Source};

@@ -1,0 +1,1 @@
+//! The restore tree: every volume of a disk as one tree of nodes.
