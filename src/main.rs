@@ -1,1 +1,136 @@
-fn main() {}
+//! `restorefs`: item-level recovery from VM backup images.
+//!
+//! The binary is thin: argument parsing and output. The work lives in
+//! `restorefs-parsers` (formats, the restore tree) and `restorefs-mount`.
+
+mod commands;
+mod format;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Read files out of virtual-machine backup images without booting them.
+#[derive(Parser)]
+#[command(name = "restorefs", version, about, max_term_width = 100)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the image format, partition table and every volume.
+    Info {
+        image: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory (`/p1/Users/alice`), or the root.
+    Ls {
+        image: PathBuf,
+        #[arg(default_value = "/")]
+        path: String,
+        /// Long listing: type, mode, links, owner, size, mtime.
+        #[arg(short = 'l', long)]
+        long: bool,
+        /// List subdirectories too.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// One JSON object per entry.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a file's bytes to stdout.
+    Cat { image: PathBuf, path: String },
+    /// Copy files or trees out of the image, keeping times and modes.
+    Cp {
+        image: PathBuf,
+        /// Paths in the image, then the destination on the host.
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<String>,
+        /// Copy directories recursively.
+        #[arg(short = 'r', short_alias = 'R', long)]
+        recursive: bool,
+        /// Replace files that already exist at the destination.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Write the virtual disk, or one volume, as raw bytes.
+    Raw {
+        image: PathBuf,
+        /// A volume name (`p1`); the whole disk if omitted.
+        volume: Option<String>,
+        /// Write to this file (sparse) instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Replace the output file if it exists.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    // A panic is a bug; the user gets one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("restorefs: internal error: {info}");
+    }));
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Info { image, json } => commands::info::run(&image, json),
+        Command::Ls {
+            image,
+            path,
+            long,
+            recursive,
+            json,
+        } => commands::ls::run(&image, &path, long, recursive, json),
+        Command::Cat { image, path } => commands::cat::run(&image, &path),
+        Command::Cp {
+            image,
+            mut paths,
+            recursive,
+            force,
+        } => {
+            // clap guarantees at least two.
+            let dest = PathBuf::from(paths.pop().unwrap_or_default());
+            commands::cp::run(&image, &paths, &dest, recursive, force)
+        }
+        Command::Raw {
+            image,
+            volume,
+            output,
+            force,
+        } => commands::raw::run(&image, volume.as_deref(), output.as_deref(), force),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("restorefs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

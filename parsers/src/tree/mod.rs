@@ -1,1 +1,302 @@
-//! The restore tree: every volume of a disk as one tree of nodes.
+//! The restore tree: every volume of a restore point as one tree of nodes.
+//!
+//! The root lists one directory per readable volume (`p1`, `p5`, ...) and a
+//! raw `p<N>.img` file for each volume whose filesystem restorefs cannot read,
+//! so other tools can still be pointed at it. A bare filesystem image is the
+//! root itself. Front ends (`mount/`, the CLI) only ever talk to this layer.
+
+mod copy;
+mod volumes;
+
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+use std::sync::Arc;
+
+pub use copy::{copy_out, safe_name, CopyOptions, CopyReport};
+pub use volumes::{TreeVolume, VolumeState};
+
+use crate::fs::{FileSystem, FileType, NodeId, Stat, Timespec};
+use crate::image::{self, Image};
+use crate::volume::{self, Table};
+use crate::{Error, ReadAt, Result};
+
+/// A node of the restore tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Node {
+    /// The synthetic root that lists the volumes of a partitioned disk.
+    Root,
+    /// The raw bytes of volume `i` (`p<N>.img`).
+    Raw(usize),
+    /// Node `id` of the filesystem on volume `i`.
+    Fs(usize, NodeId),
+}
+
+impl Node {
+    /// A stable inode number: unique within one tree, the same every time
+    /// the image is opened. The fs node id sits in the low 48 bits (ext inode
+    /// and NTFS record numbers fit), the volume above it.
+    pub fn ino(self) -> u64 {
+        const LOW: u64 = (1 << 48) - 1;
+        match self {
+            Node::Root => 1,
+            Node::Raw(v) => ((v as u64 + 1) << 48) | LOW,
+            Node::Fs(v, id) => ((v as u64 + 1) << 48) | (id & LOW),
+        }
+    }
+
+    /// The node `ino` was made from (the inverse of [`Node::ino`]).
+    pub fn from_ino(ino: u64) -> Option<Node> {
+        const LOW: u64 = (1 << 48) - 1;
+        let v = (ino >> 48).checked_sub(1)? as usize;
+        Some(match (ino, ino & LOW) {
+            (1, _) => Node::Root,
+            (_, LOW) => Node::Raw(v),
+            (_, id) => Node::Fs(v, id),
+        })
+    }
+}
+
+/// One name in a tree directory.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: OsString,
+    pub node: Node,
+    pub kind: FileType,
+}
+
+/// A restore point opened for reading: image, partition table, filesystems.
+pub struct RestoreTree {
+    pub image: Image,
+    pub table: Table,
+    /// Volumes in table order; for a bare filesystem, the one whole-disk
+    /// volume named `root`.
+    pub volumes: Vec<TreeVolume>,
+    /// True when the disk is one filesystem with no table: the root is its
+    /// root directory.
+    pub bare: bool,
+}
+
+impl RestoreTree {
+    /// Opens the image at `path` and everything inside it.
+    pub fn open(path: &Path) -> Result<RestoreTree> {
+        let image = image::open(path)?;
+        Self::from_image(image)
+    }
+
+    /// Reads the partition table and filesystems of an opened image.
+    pub fn from_image(image: Image) -> Result<RestoreTree> {
+        let table = volume::scan(&image.disk)?;
+        let bare = table.volumes.is_empty() && crate::fs::probe(&image.disk).is_some();
+        let volumes = if table.volumes.is_empty() {
+            vec![TreeVolume::whole_disk(&image.disk)]
+        } else {
+            table.volumes.iter().map(TreeVolume::open).collect()
+        };
+        let bare = bare && volumes_readable(&volumes);
+        Ok(RestoreTree {
+            image,
+            table,
+            volumes,
+            bare,
+        })
+    }
+
+    /// The tree's root node.
+    pub fn root(&self) -> Node {
+        match (self.bare, self.volumes.first().and_then(|v| v.fs())) {
+            (true, Some(fs)) => Node::Fs(0, fs.root()),
+            _ => Node::Root,
+        }
+    }
+
+    fn fs(&self, v: usize) -> Result<&Arc<dyn FileSystem>> {
+        let vol = self
+            .volumes
+            .get(v)
+            .ok_or_else(|| Error::NotFound(format!("volume #{v}")))?;
+        vol.fs().ok_or_else(|| Error::NotFound(vol.name.clone()))
+    }
+
+    /// Runs `f` on volume `v`'s filesystem, naming the volume in any error.
+    fn on_fs<T>(&self, v: usize, f: impl FnOnce(&dyn FileSystem) -> Result<T>) -> Result<T> {
+        let fs = self.fs(v)?;
+        f(fs.as_ref()).map_err(|e| match e {
+            Error::NotFound(_) | Error::NotADirectory(_) | Error::IsADirectory(_) => e,
+            e => e.context(self.volumes[v].describe()),
+        })
+    }
+
+    /// The entries at the root of a partitioned disk.
+    fn root_entries(&self) -> Vec<Entry> {
+        self.volumes
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_container())
+            .map(|(i, v)| match v.fs() {
+                Some(_) => Entry {
+                    name: v.name.clone().into(),
+                    node: Node::Fs(i, v.fs().map(|f| f.root()).unwrap_or(0)),
+                    kind: FileType::Dir,
+                },
+                None => Entry {
+                    name: format!("{}.img", v.name).into(),
+                    node: Node::Raw(i),
+                    kind: FileType::File,
+                },
+            })
+            .collect()
+    }
+
+    /// The node named `name` in `dir`, if any.
+    pub fn lookup(&self, dir: Node, name: &OsStr) -> Result<Option<Node>> {
+        match dir {
+            Node::Root => Ok(self
+                .root_entries()
+                .into_iter()
+                .find(|e| e.name == name)
+                .map(|e| e.node)),
+            Node::Raw(_) => Err(Error::NotADirectory(name.to_string_lossy().into_owned())),
+            Node::Fs(v, id) => Ok(self
+                .on_fs(v, |fs| fs.lookup(id, name))?
+                .map(|n| Node::Fs(v, n))),
+        }
+    }
+
+    /// The entries of directory `dir`, without `.` and `..`.
+    pub fn read_dir(&self, dir: Node) -> Result<Vec<Entry>> {
+        match dir {
+            Node::Root => Ok(self.root_entries()),
+            Node::Raw(v) => Err(Error::NotADirectory(format!(
+                "{}.img",
+                self.volumes[v].name
+            ))),
+            Node::Fs(v, id) => Ok(self
+                .on_fs(v, |fs| fs.read_dir(id))?
+                .into_iter()
+                .map(|e| Entry {
+                    name: e.name,
+                    node: Node::Fs(v, e.node),
+                    kind: e.kind,
+                })
+                .collect()),
+        }
+    }
+
+    /// Metadata of `node`.
+    pub fn stat(&self, node: Node) -> Result<Stat> {
+        match node {
+            Node::Root => Ok(synthetic_stat(
+                FileType::Dir,
+                0,
+                0o555,
+                2 + self.volumes.len() as u32,
+            )),
+            Node::Raw(v) => Ok(synthetic_stat(
+                FileType::File,
+                self.volumes.get(v).map_or(0, |vol| vol.source.size()),
+                0o444,
+                1,
+            )),
+            Node::Fs(v, id) => self.on_fs(v, |fs| fs.stat(id)),
+        }
+    }
+
+    /// Reads `node`'s bytes at `offset`; 0 at or past the end.
+    pub fn read(&self, node: Node, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        match node {
+            Node::Root => Err(Error::IsADirectory("/".into())),
+            Node::Raw(v) => {
+                let vol = self
+                    .volumes
+                    .get(v)
+                    .ok_or_else(|| Error::NotFound(format!("volume #{v}")))?;
+                vol.source
+                    .read_at(offset, buf)
+                    .map_err(|e| Error::io("volume", offset, e).context(vol.describe()))
+            }
+            Node::Fs(v, id) => self.on_fs(v, |fs| fs.read(id, offset, buf)),
+        }
+    }
+
+    /// The target of symlink `node`.
+    pub fn read_link(&self, node: Node) -> Result<OsString> {
+        match node {
+            Node::Fs(v, id) => self.on_fs(v, |fs| fs.read_link(id)),
+            _ => Err(Error::NotASymlink(format!("{node:?}"))),
+        }
+    }
+
+    /// Extended attributes of `node`.
+    pub fn xattrs(&self, node: Node) -> Result<Vec<(OsString, Vec<u8>)>> {
+        match node {
+            Node::Fs(v, id) => self.on_fs(v, |fs| fs.xattrs(id)),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The node at `path` (`/p1/Users/alice`), without following symlinks.
+    pub fn resolve(&self, path: &str) -> Result<Node> {
+        let mut node = self.root();
+        let mut walked = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            walked.push('/');
+            walked.push_str(part);
+            if self.stat(node)?.kind != FileType::Dir {
+                return Err(Error::NotADirectory(walked));
+            }
+            node = self
+                .lookup(node, OsStr::new(part))?
+                .ok_or_else(|| Error::NotFound(walked.clone()))?;
+        }
+        Ok(node)
+    }
+
+    /// The volume index a node lives on, if any.
+    pub fn volume_of(&self, node: Node) -> Option<&TreeVolume> {
+        match node {
+            Node::Root => None,
+            Node::Raw(v) | Node::Fs(v, _) => self.volumes.get(v),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ino_round_trips() {
+        for n in [
+            Node::Root,
+            Node::Raw(0),
+            Node::Raw(7),
+            Node::Fs(0, 5),
+            Node::Fs(3, 1 << 40),
+        ] {
+            assert_eq!(Node::from_ino(n.ino()), Some(n));
+        }
+        assert_eq!(Node::from_ino(0), None);
+    }
+}
+
+fn volumes_readable(volumes: &[TreeVolume]) -> bool {
+    volumes.first().is_some_and(|v| v.fs().is_some())
+}
+
+fn synthetic_stat(kind: FileType, size: u64, mode: u32, nlink: u32) -> Stat {
+    Stat {
+        node: 0,
+        kind,
+        size,
+        mode,
+        uid: 0,
+        gid: 0,
+        nlink,
+        rdev: 0,
+        allocated: size,
+        atime: Timespec::default(),
+        mtime: Timespec::default(),
+        ctime: Timespec::default(),
+        crtime: None,
+    }
+}

@@ -1,1 +1,123 @@
 //! Partition tables: a virtual disk -> volumes.
+//!
+//! Which table a disk has is decided by content: a filesystem at byte 0 is a
+//! bare filesystem image; a protective MBR (type 0xEE) or a valid GPT header
+//! means GPT; a boot-signed MBR with entries means MBR. The crates that parse
+//! the tables (`gpt`, `mbrman`) are wrapped so that damaged tables give what
+//! can still be read plus a note, never a panic.
+
+mod gpt;
+mod mbr;
+
+use std::sync::Arc;
+
+use crate::readat::Window;
+use crate::{Error, ReadAt, Result, Source};
+
+/// The kind of partition table found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scheme {
+    /// No table: the disk is one filesystem (or unknown bytes).
+    None,
+    Mbr,
+    Gpt {
+        disk_guid: String,
+        /// The primary header or its entry array was damaged and the backup
+        /// copy was used.
+        from_backup: bool,
+    },
+}
+
+impl Scheme {
+    /// `none`, `mbr` or `gpt`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scheme::None => "none",
+            Scheme::Mbr => "mbr",
+            Scheme::Gpt { .. } => "gpt",
+        }
+    }
+}
+
+/// One partition of a disk.
+#[derive(Clone)]
+pub struct Volume {
+    /// `p<N>`, N as Linux numbers it.
+    pub name: String,
+    pub number: u32,
+    /// Byte offset on the disk.
+    pub offset: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// GPT type GUID (uppercase) or MBR type id (`0x83`).
+    pub type_id: String,
+    /// GPT partition name, if any.
+    pub part_label: Option<String>,
+    /// An MBR extended partition: a container of logical partitions, listed
+    /// in `info` but holding no filesystem of its own.
+    pub container: bool,
+    /// The volume's bytes.
+    pub source: Source,
+}
+
+/// What a disk's partition table holds.
+pub struct Table {
+    pub scheme: Scheme,
+    pub sector_size: u32,
+    pub volumes: Vec<Volume>,
+    /// Damage read through or worked around, for `info`.
+    pub notes: Vec<String>,
+}
+
+/// Reads the partition table of `disk`; `Scheme::None` when there is none.
+pub fn scan(disk: &Source) -> Result<Table> {
+    if crate::fs::probe(disk).is_some() {
+        return Ok(Table::none());
+    }
+    let mut mbr_sector = [0u8; 512];
+    let have_sector0 = disk.read_exact_at(0, &mut mbr_sector).is_ok();
+    let boot_signed = have_sector0 && mbr_sector[510..512] == [0x55, 0xAA];
+    let protective = boot_signed && mbr::has_protective_entry(&mbr_sector);
+
+    if protective || !boot_signed {
+        match gpt::read(disk)? {
+            Some(table) => return Ok(table),
+            None if protective => {
+                return Err(Error::corrupt(
+                    "gpt",
+                    512,
+                    "protective MBR present but neither GPT header is valid",
+                ))
+            }
+            None => {}
+        }
+    }
+    if boot_signed {
+        return mbr::read(disk);
+    }
+    Ok(Table::none())
+}
+
+impl Table {
+    fn none() -> Table {
+        Table {
+            scheme: Scheme::None,
+            sector_size: 512,
+            volumes: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// A volume's window on the disk, with a note when it runs past the end
+/// (a truncated image: the part that exists stays readable).
+fn window(disk: &Source, name: &str, offset: u64, size: u64, notes: &mut Vec<String>) -> Source {
+    let disk_size = disk.size();
+    if offset.saturating_add(size) > disk_size {
+        notes.push(format!(
+            "{name}: ends at byte {} but the disk has only {disk_size} bytes",
+            offset.saturating_add(size)
+        ));
+    }
+    Arc::new(Window::new(disk.clone(), offset, size))
+}

@@ -1,0 +1,329 @@
+//! Copy-out: files and trees from the restore tree to the host, with their
+//! times and modes, never writing outside the destination.
+//!
+//! Names from the image are untrusted: `..`, `/`, NUL, control characters
+//! and names too long for the host are renamed, and each rename is reported.
+//! Files are created with `O_EXCL` (which never follows a symlink), and a
+//! directory is only entered after checking that it is a real directory we
+//! own, so a symlink in the image can never redirect a write.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{Node, RestoreTree};
+use crate::fs::{FileType, Stat, Timespec};
+
+/// How to copy.
+#[derive(Default)]
+pub struct CopyOptions<'a> {
+    /// Copy directories and everything below them.
+    pub recursive: bool,
+    /// Replace what already exists at the destination.
+    pub force: bool,
+    /// Called with the number of bytes just written.
+    pub progress: Option<&'a dyn Fn(u64)>,
+}
+
+/// What a copy did, and what it could not do.
+#[derive(Default, Debug)]
+pub struct CopyReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    /// (image path, name written) for every name that had to change.
+    pub renamed: Vec<(String, String)>,
+    /// (image path, why) for what was deliberately not copied.
+    pub skipped: Vec<(String, String)>,
+    /// (image path, error) for every failure.
+    pub failed: Vec<(String, String)>,
+    /// Node -> first host path, to recreate hard links.
+    links: HashMap<Node, PathBuf>,
+}
+
+/// Copies `node` (at image path `src_path`) to exactly `dest`.
+pub fn copy_out(
+    tree: &RestoreTree,
+    node: Node,
+    src_path: &str,
+    dest: &Path,
+    opts: &CopyOptions<'_>,
+    report: &mut CopyReport,
+) {
+    if let Err(e) = copy_node(tree, node, src_path, dest, opts, report) {
+        report.failed.push((src_path.to_string(), e.to_string()));
+    }
+}
+
+fn copy_node(
+    tree: &RestoreTree,
+    node: Node,
+    src_path: &str,
+    dest: &Path,
+    opts: &CopyOptions<'_>,
+    report: &mut CopyReport,
+) -> io::Result<()> {
+    let st = tree.stat(node).map_err(to_io)?;
+    if st.kind != FileType::Dir {
+        if let Some(first) = report.links.get(&node).cloned() {
+            prepare(dest, opts.force, false)?;
+            if fs::hard_link(&first, dest).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    match st.kind {
+        FileType::Dir => {
+            if !opts.recursive {
+                report
+                    .skipped
+                    .push((src_path.into(), "is a directory (use -r)".into()));
+                return Ok(());
+            }
+            prepare(dest, opts.force, true)?;
+            if !is_real_dir(dest) {
+                fs::create_dir(dest)?;
+            }
+            report.dirs += 1;
+            let entries = tree.read_dir(node).map_err(to_io)?;
+            for e in entries {
+                let (safe, renamed) = safe_name(&e.name);
+                let child_src = format!(
+                    "{}/{}",
+                    src_path.trim_end_matches('/'),
+                    e.name.to_string_lossy()
+                );
+                if renamed {
+                    report
+                        .renamed
+                        .push((child_src.clone(), safe.to_string_lossy().into_owned()));
+                }
+                // Checked before every child: nothing may have replaced the
+                // directory with a link since we made it.
+                if !is_real_dir(dest) {
+                    return Err(io::Error::other(format!(
+                        "{} is no longer a directory",
+                        dest.display()
+                    )));
+                }
+                copy_out(tree, e.node, &child_src, &dest.join(&safe), opts, report);
+            }
+            set_meta(dest, &st, true)?;
+        }
+        FileType::File => {
+            prepare(dest, opts.force, false)?;
+            let written = write_file(tree, node, &st, dest, opts)?;
+            report.bytes += written;
+            report.files += 1;
+            set_meta(dest, &st, true)?;
+            if st.nlink > 1 {
+                report.links.insert(node, dest.to_path_buf());
+            }
+        }
+        FileType::Symlink => {
+            let target = tree.read_link(node).map_err(to_io)?;
+            prepare(dest, opts.force, false)?;
+            symlink(&target, dest)?;
+            report.symlinks += 1;
+            set_meta(dest, &st, false)?;
+        }
+        FileType::Fifo => {
+            prepare(dest, opts.force, false)?;
+            let c = cstr(dest)?;
+            // SAFETY: `c` is a valid NUL-terminated path.
+            if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            set_meta(dest, &st, true)?;
+        }
+        other => report
+            .skipped
+            .push((src_path.into(), format!("{} not copied", other.name()))),
+    }
+    Ok(())
+}
+
+/// Makes room for `dest`: refuses an existing entry unless `force`, then
+/// removes it (keeping an existing real directory when one is wanted).
+fn prepare(dest: &Path, force: bool, want_dir: bool) -> io::Result<()> {
+    let Ok(meta) = fs::symlink_metadata(dest) else {
+        return Ok(());
+    };
+    if !force {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists (use --force to replace)", dest.display()),
+        ));
+    }
+    if meta.is_dir() {
+        if want_dir {
+            return Ok(());
+        }
+        fs::remove_dir_all(dest)
+    } else {
+        fs::remove_file(dest)
+    }
+}
+
+fn is_real_dir(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Writes a file's bytes, leaving all-zero chunks as holes.
+fn write_file(
+    tree: &RestoreTree,
+    node: Node,
+    st: &Stat,
+    dest: &Path,
+    opts: &CopyOptions<'_>,
+) -> io::Result<u64> {
+    let mut out = OpenOptions::new().write(true).create_new(true).open(dest)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut off = 0u64;
+    while off < st.size {
+        let want = (st.size - off).min(CHUNK as u64) as usize;
+        let n = tree.read(node, off, &mut buf[..want]).map_err(to_io)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file ends at {off} of {} bytes", st.size),
+            ));
+        }
+        let chunk = &buf[..n];
+        if chunk.iter().all(|&b| b == 0) {
+            out.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            out.write_all(chunk)?;
+        }
+        off += n as u64;
+        if let Some(p) = opts.progress {
+            p(n as u64);
+        }
+    }
+    out.set_len(off)?;
+    finish(out)?;
+    Ok(off)
+}
+
+fn finish(f: File) -> io::Result<()> {
+    f.sync_data().or_else(|e| {
+        // Some destinations (pipes' filesystems, FUSE) do not sync; that is
+        // no reason to fail a copy.
+        if e.kind() == io::ErrorKind::Unsupported {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
+}
+
+/// Applies mode and times (and never follows a symlink).
+fn set_meta(dest: &Path, st: &Stat, with_mode: bool) -> io::Result<()> {
+    if with_mode {
+        fs::set_permissions(dest, fs::Permissions::from_mode(st.mode & 0o7777))?;
+    }
+    let c = cstr(dest)?;
+    let times = [ts(st.atime), ts(st.mtime)];
+    // SAFETY: valid path and a two-element timespec array.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn ts(t: Timespec) -> libc::timespec {
+    libc::timespec {
+        tv_sec: t.secs as libc::time_t,
+        tv_nsec: t.nanos as _,
+    }
+}
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+}
+
+fn to_io(e: crate::Error) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Longest name most host filesystems take.
+const NAME_MAX: usize = 255;
+
+/// A name safe to create in a host directory, and whether it changed.
+pub fn safe_name(name: &OsStr) -> (OsString, bool) {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." {
+        let mut v = b"_".to_vec();
+        v.extend_from_slice(bytes);
+        return (OsString::from_vec(v), true);
+    }
+    let mut v: Vec<u8> = bytes
+        .iter()
+        .map(|&b| {
+            if b == b'/' || b < 0x20 || b == 0x7f {
+                b'_'
+            } else {
+                b
+            }
+        })
+        .collect();
+    if v.len() > NAME_MAX {
+        // Keep a prefix that ends on a UTF-8 boundary and make the name
+        // unique with a hash of the whole original.
+        let hash = fnv1a(bytes);
+        let suffix = format!("~{hash:016x}");
+        let mut cut = NAME_MAX - suffix.len();
+        while cut > 0 && (v[cut] & 0xC0) == 0x80 {
+            cut -= 1;
+        }
+        v.truncate(cut);
+        v.extend_from_slice(suffix.as_bytes());
+    }
+    let changed = v != bytes;
+    (OsString::from_vec(v), changed)
+}
+
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_renamed() {
+        for bad in ["..", ".", "", "a/b", "x\0y", "tab\there", "../../etc"] {
+            let (safe, changed) = safe_name(OsStr::new(bad));
+            assert!(changed, "{bad:?}");
+            let s = safe.as_bytes();
+            assert!(!s.contains(&b'/') && !s.contains(&0) && s != b".." && s != b".");
+        }
+        let long = "é".repeat(200);
+        let (safe, changed) = safe_name(OsStr::new(&long));
+        assert!(changed && safe.len() <= NAME_MAX);
+        assert!(std::str::from_utf8(safe.as_bytes()).is_ok());
+        assert_eq!(
+            safe_name(OsStr::new("ok name.txt")),
+            ("ok name.txt".into(), false)
+        );
+    }
+}

@@ -1,0 +1,155 @@
+use std::path::Path;
+use std::process::ExitCode;
+
+use restorefs_parsers::tree::{RestoreTree, VolumeState};
+use restorefs_parsers::volume::Scheme;
+use serde_json::{json, Value};
+
+use super::{open, CliResult};
+use crate::format::human_bytes;
+
+/// `restorefs info IMAGE [--json]`.
+pub fn run(image: &Path, json: bool) -> CliResult {
+    let tree = open(image)?;
+    let v = describe(image, &tree);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print_text(&v);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(image: &Path, tree: &RestoreTree) -> Value {
+    let img = &tree.image;
+    let mut table = json!({
+        "scheme": tree.table.scheme.name(),
+        "sector_size": tree.table.sector_size,
+        "notes": tree.table.notes,
+    });
+    if let Scheme::Gpt {
+        disk_guid,
+        from_backup,
+    } = &tree.table.scheme
+    {
+        table["disk_guid"] = json!(disk_guid);
+        table["from_backup"] = json!(from_backup);
+    }
+    let volumes: Vec<Value> = tree
+        .volumes
+        .iter()
+        .map(|v| {
+            let mut o = json!({ "name": v.name, "size": v.size() });
+            if let Some(p) = &v.partition {
+                o["number"] = json!(p.number);
+                o["offset"] = json!(p.offset);
+                o["type"] = json!(p.type_id);
+                if let Some(l) = &p.part_label {
+                    o["partition_label"] = json!(l);
+                }
+            }
+            match &v.state {
+                VolumeState::Fs(_, fs) => {
+                    let i = fs.info();
+                    o["filesystem"] = json!(i.kind);
+                    o["label"] = json!(i.label);
+                    o["uuid"] = json!(i.uuid);
+                    o["block_size"] = json!(i.block_size);
+                    o["total_bytes"] = json!(i.total_bytes);
+                    o["free_bytes"] = json!(i.free_bytes);
+                    o["used_bytes"] = json!(i.total_bytes.saturating_sub(i.free_bytes));
+                    o["warnings"] = json!(i.warnings);
+                    o["path"] = json!(if tree.bare {
+                        "/".to_string()
+                    } else {
+                        format!("/{}", v.name)
+                    });
+                }
+                VolumeState::Failed(kind, err) => {
+                    o["filesystem"] = json!(format!("{kind:?}").to_lowercase());
+                    o["error"] = json!(err);
+                    o["path"] = json!(format!("/{}.img", v.name));
+                }
+                VolumeState::Unknown if v.is_container() => {
+                    o["filesystem"] = json!("extended");
+                    o["path"] = Value::Null;
+                }
+                VolumeState::Unknown => {
+                    o["filesystem"] = Value::Null;
+                    o["path"] = json!(format!("/{}.img", v.name));
+                }
+            }
+            o
+        })
+        .collect();
+    json!({
+        "image": image.display().to_string(),
+        "format": img.format,
+        "virtual_size": img.disk.size(),
+        "file_bytes": img.file_bytes,
+        "notes": img.notes,
+        "partition_table": table,
+        "volumes": volumes,
+    })
+}
+
+fn print_text(v: &Value) {
+    let num = |x: &Value| x.as_u64().unwrap_or(0);
+    println!("image:      {}", v["image"].as_str().unwrap_or(""));
+    println!(
+        "format:     {} ({}, {} on disk)",
+        v["format"].as_str().unwrap_or(""),
+        human_bytes(num(&v["virtual_size"])),
+        human_bytes(num(&v["file_bytes"]))
+    );
+    for n in v["notes"].as_array().into_iter().flatten() {
+        println!("note:       {}", n.as_str().unwrap_or(""));
+    }
+    let t = &v["partition_table"];
+    let mut scheme = t["scheme"].as_str().unwrap_or("").to_string();
+    if let Some(g) = t["disk_guid"].as_str() {
+        scheme.push_str(&format!(" (disk {g})"));
+    }
+    if t["from_backup"].as_bool() == Some(true) {
+        scheme.push_str(" [primary header damaged: read from the backup header]");
+    }
+    println!("table:      {scheme}");
+    for n in t["notes"].as_array().into_iter().flatten() {
+        println!("warning:    {}", n.as_str().unwrap_or(""));
+    }
+    println!();
+    println!(
+        "{:<8} {:>12} {:>10}  {:<38} {:<7} {:<16} {:>10} {:>10}",
+        "VOLUME", "OFFSET", "SIZE", "TYPE", "FS", "LABEL", "USED", "FREE"
+    );
+    for vol in v["volumes"].as_array().into_iter().flatten() {
+        let fs = vol["filesystem"].as_str().unwrap_or("-");
+        let (used, free) = if vol.get("total_bytes").is_some() {
+            (
+                human_bytes(num(&vol["used_bytes"])),
+                human_bytes(num(&vol["free_bytes"])),
+            )
+        } else {
+            ("-".into(), "-".into())
+        };
+        println!(
+            "{:<8} {:>12} {:>10}  {:<38} {:<7} {:<16} {:>10} {:>10}",
+            vol["path"]
+                .as_str()
+                .unwrap_or(vol["name"].as_str().unwrap_or("")),
+            vol.get("offset").map_or("-".into(), |o| num(o).to_string()),
+            human_bytes(num(&vol["size"])),
+            vol["type"].as_str().unwrap_or("-"),
+            fs,
+            vol["label"].as_str().unwrap_or("-"),
+            used,
+            free
+        );
+        if let Some(e) = vol["error"].as_str() {
+            println!("         error: {e}");
+        }
+        for w in vol["warnings"].as_array().into_iter().flatten() {
+            println!("         warning: {}", w.as_str().unwrap_or(""));
+        }
+    }
+}
