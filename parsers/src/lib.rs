@@ -20,6 +20,7 @@
 //! Nothing here writes: every source is opened read-only and no layer has a
 //! write path.
 
+pub mod cache;
 pub mod error;
 pub mod fs;
 pub mod image;
