@@ -87,6 +87,7 @@ fn describe(image: &Path, tree: &RestoreTree) -> Value {
         "format": img.format,
         "virtual_size": img.disk.size(),
         "file_bytes": img.file_bytes,
+        "details": img.details.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
         "notes": img.notes,
         "partition_table": table,
         "volumes": volumes,
@@ -102,6 +103,9 @@ fn print_text(v: &Value) {
         human_bytes(num(&v["virtual_size"])),
         human_bytes(num(&v["file_bytes"]))
     );
+    for (k, val) in v["details"].as_object().into_iter().flatten() {
+        println!("{:<11} {}", format!("{k}:"), val.as_str().unwrap_or(""));
+    }
     for n in v["notes"].as_array().into_iter().flatten() {
         println!("note:       {}", n.as_str().unwrap_or(""));
     }

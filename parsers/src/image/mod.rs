@@ -18,7 +18,10 @@ pub struct Image {
     pub format: &'static str,
     /// Bytes the container's files take on the host.
     pub file_bytes: u64,
-    /// Lines for `info` (chain links, recovered damage).
+    /// Container facts for `info` as (key, value): allocated size, block or
+    /// grain size, cache budget, ...
+    pub details: Vec<(String, String)>,
+    /// Warnings for `info` (chain links, recovered damage).
     pub notes: Vec<String>,
 }
 

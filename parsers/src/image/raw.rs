@@ -8,6 +8,7 @@ pub(super) fn open(file: Source, file_bytes: u64) -> Result<Image> {
         disk: file,
         format: "raw",
         file_bytes,
+        details: Vec::new(),
         notes: Vec::new(),
     })
 }
