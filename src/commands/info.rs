@@ -44,6 +44,9 @@ fn describe(image: &Path, tree: &RestoreTree) -> Value {
                 o["number"] = json!(p.number);
                 o["offset"] = json!(p.offset);
                 o["type"] = json!(p.type_id);
+                if let Some(g) = &p.part_guid {
+                    o["partition_guid"] = json!(g);
+                }
                 if let Some(l) = &p.part_label {
                     o["partition_label"] = json!(l);
                 }

@@ -92,6 +92,7 @@ pub(super) fn read(disk: &Source) -> Result<Option<Table>> {
                 size,
                 type_id: p.part_type_guid.guid.to_string().to_uppercase(),
                 part_label: Some(p.name.clone()).filter(|n| !n.is_empty()),
+                part_guid: Some(p.part_guid.to_string().to_uppercase()),
                 container: false,
                 source,
             });

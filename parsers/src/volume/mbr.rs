@@ -53,6 +53,7 @@ pub(super) fn read(disk: &Source) -> Result<Table> {
             size,
             type_id: format!("0x{:02x}", entry.sys),
             part_label: None,
+            part_guid: None,
             container: entry.is_extended(),
             source,
         });
@@ -113,6 +114,7 @@ fn walk_logical(
                 size,
                 type_id: format!("0x{:02x}", part.sys),
                 part_label: None,
+                part_guid: None,
                 container: false,
                 source,
             });

@@ -8,6 +8,8 @@
 
 mod gpt;
 mod mbr;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -53,6 +55,8 @@ pub struct Volume {
     pub type_id: String,
     /// GPT partition name, if any.
     pub part_label: Option<String>,
+    /// GPT unique partition GUID (uppercase), if any.
+    pub part_guid: Option<String>,
     /// An MBR extended partition: a container of logical partitions, listed
     /// in `info` but holding no filesystem of its own.
     pub container: bool,

@@ -1,0 +1,210 @@
+//! The command line, end to end, on generated and real images.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+fn restorefs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_restorefs"))
+        .args(args)
+        .output()
+        .expect("run restorefs")
+}
+
+fn ok(args: &[&str]) -> Vec<u8> {
+    let out = restorefs(args);
+    assert!(
+        out.status.success(),
+        "restorefs {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn raw_is_the_disk_and_volume_bytes() {
+    let img = realimage("disk2.img");
+    let disk = std::fs::read(&img).unwrap();
+    assert_eq!(ok(&["raw", s(&img)]), disk);
+    // p6 is a logical partition at LBA 8, 2 sectors.
+    assert_eq!(ok(&["raw", s(&img), "p6"]), &disk[8 * 512..10 * 512]);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p7.raw");
+    ok(&["raw", s(&img), "p7", "-o", s(&out)]);
+    assert_eq!(std::fs::read(&out).unwrap(), &disk[11 * 512..14 * 512]);
+    // No overwrite without --force.
+    assert!(!restorefs(&["raw", s(&img), "p7", "-o", s(&out)])
+        .status
+        .success());
+    ok(&["raw", s(&img), "p5", "-o", s(&out), "--force"]);
+    assert_eq!(std::fs::read(&out).unwrap(), &disk[6 * 512..7 * 512]);
+}
+
+#[test]
+fn info_json_lists_volumes() {
+    let img = realimage("disk2.img");
+    let v: Value = serde_json::from_slice(&ok(&["info", s(&img), "--json"])).unwrap();
+    assert_eq!(v["format"], "raw");
+    assert_eq!(v["partition_table"]["scheme"], "mbr");
+    let names: Vec<_> = v["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["p1", "p2", "p5", "p6", "p7", "p8", "p9"]);
+    assert_eq!(v["volumes"][1]["filesystem"], "extended");
+}
+
+#[test]
+fn errors_name_the_image_and_never_panic() {
+    let out = restorefs(&["ls", "/nonexistent/disk.img"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/disk.img"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let img = realimage("disk2.img");
+    let out = restorefs(&["cat", s(&img), "/p9/nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("disk2.img"));
+}
+
+#[test]
+fn info_reports_backup_gpt() {
+    let Some(dir) = generated("gpt-damaged-primary") else {
+        return;
+    };
+    let img = dir.join("disk.img");
+    let v: Value = serde_json::from_slice(&ok(&["info", s(&img), "--json"])).unwrap();
+    assert_eq!(v["partition_table"]["from_backup"], true);
+    let text = String::from_utf8(ok(&["info", s(&img)])).unwrap();
+    assert!(text.contains("backup"), "{text}");
+}
+
+/// `cp -r` of whole volumes reproduces every file, link and time.
+#[test]
+fn cp_r_whole_volumes_reproduce_the_manifest() {
+    for name in ["gpt-ntfs-ext4", "mbr-logical"] {
+        let Some(dir) = generated(name) else {
+            return;
+        };
+        let img = dir.join("disk.img");
+        for ent in std::fs::read_dir(dir.join("manifest")).unwrap() {
+            let mpath = ent.unwrap().path();
+            let vol = mpath.file_stem().unwrap().to_str().unwrap().to_string();
+            let tmp = tempfile::tempdir().unwrap();
+            let dest = tmp.path().join("out");
+            ok(&["cp", "-r", s(&img), &format!("/{vol}"), s(&dest)]);
+            let want = load_manifest(&mpath);
+            let got = host_walk(&dest);
+            let fields = [
+                "type",
+                "size",
+                "sha256",
+                "target",
+                "mode",
+                "mtime_ns",
+                "link_group",
+            ];
+            let pick = |v: &Value| -> Vec<Value> { fields.iter().map(|f| v[*f].clone()).collect() };
+            for (p, w) in &want {
+                // Directory sizes are the host's own business.
+                let g = got
+                    .get(p)
+                    .unwrap_or_else(|| panic!("{name}:{vol}: {p} not copied"));
+                let (mut gw, mut gg) = (pick(w), pick(g));
+                if w["type"] == "dir" {
+                    gw[1] = Value::Null;
+                    gg[1] = Value::Null;
+                }
+                assert_eq!(gg, gw, "{name}:{vol}:{p}");
+            }
+            assert_eq!(got.len(), want.len(), "{name}:{vol}: entry count");
+        }
+    }
+}
+
+#[test]
+fn cp_refuses_to_overwrite_without_force() {
+    let Some(dir) = generated("bare-ext4") else {
+        return;
+    };
+    let img = dir.join("disk.img");
+    let want = load_manifest(&dir.join("manifest/root.jsonl"));
+    let (path, entry) = want
+        .iter()
+        .find(|(_, v)| v["type"] == "file" && v["size"].as_u64() > Some(10_000))
+        .expect("a file");
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("f");
+    std::fs::write(&dest, b"keep me").unwrap();
+    let out = restorefs(&["cp", s(&img), path, s(&dest)]);
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(&dest).unwrap(), b"keep me");
+    ok(&["cp", "--force", s(&img), path, s(&dest)]);
+    let got = host_walk(&dest);
+    assert_eq!(got["/"]["sha256"], entry["sha256"]);
+    assert_eq!(got["/"]["mtime_ns"], entry["mtime_ns"]);
+    // And `cat` gives the same bytes.
+    let bytes = ok(&["cat", s(&img), path]);
+    assert_eq!(bytes, std::fs::read(&dest).unwrap());
+}
+
+/// The host's view of a copied tree, in manifest terms.
+fn host_walk(top: &Path) -> std::collections::BTreeMap<String, Value> {
+    use sha2::{Digest, Sha256};
+    use std::collections::{BTreeMap, HashMap};
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut groups: HashMap<u64, Vec<String>> = HashMap::new();
+    let mut stack = vec![(String::from("/"), top.to_path_buf())];
+    while let Some((rel, p)) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let ft = m.file_type();
+        let mut v = serde_json::json!({
+            "path": rel,
+            "mode": m.mode() & 0o7777,
+            "mtime_ns": m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        });
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_dir() {
+            v["type"] = "dir".into();
+            for e in std::fs::read_dir(&p).unwrap() {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                stack.push((format!("{}/{name}", rel.trim_end_matches('/')), e.path()));
+            }
+        } else if ft.is_symlink() {
+            v["type"] = "symlink".into();
+            let t = std::fs::read_link(&p).unwrap();
+            v["size"] = (t.as_os_str().len() as u64).into();
+            v["target"] = t.to_string_lossy().into_owned().into();
+        } else if ft.is_file() {
+            v["type"] = "file".into();
+            v["size"] = m.len().into();
+            v["sha256"] = hex(&Sha256::digest(std::fs::read(&p).unwrap())).into();
+        } else if ft.is_fifo() {
+            v["type"] = "fifo".into();
+        }
+        if !ft.is_dir() && m.nlink() > 1 {
+            groups.entry(m.ino()).or_default().push(rel.clone());
+        }
+        out.insert(rel, v);
+    }
+    for paths in groups.values() {
+        let first = paths.iter().min().cloned().unwrap_or_default();
+        for p in paths {
+            out.get_mut(p).unwrap()["link_group"] = first.clone().into();
+        }
+    }
+    out
+}

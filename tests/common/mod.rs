@@ -1,0 +1,234 @@
+//! Shared test support: generated images, reference manifests, and a walk of
+//! the restore tree in the manifest's terms.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use base64::Engine;
+use restorefs_parsers::fs::FileType;
+use restorefs_parsers::tree::{Node, RestoreTree};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn realimage(name: &str) -> PathBuf {
+    repo().join("../shared/realimages").join(name)
+}
+
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Path of generated image `name` (`testimages/cache/NAME`), generating it
+/// first if the cache is missing or stale. `None` (with a loud message) only
+/// outside CI when this machine cannot generate images; in CI a missing tool
+/// is a failure.
+pub fn generated(name: &str) -> Option<PathBuf> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = repo().join("testimages/cache");
+    let dir = out.join(name);
+    if !is_root() {
+        if in_ci() {
+            panic!("generating test images needs root (CI runs as root)");
+        }
+        if dir.join("stamp").exists() {
+            return Some(dir);
+        }
+        eprintln!("SKIPPED: generating {name} needs root; run the tests as root");
+        return None;
+    }
+    let status = Command::new(repo().join("scripts/gen-testimages"))
+        .arg("--out")
+        .arg(&out)
+        .arg(name)
+        .status()
+        .expect("run scripts/gen-testimages");
+    assert!(status.success(), "scripts/gen-testimages {name} failed");
+    assert!(
+        dir.join("stamp").exists(),
+        "{name}: generator left no stamp"
+    );
+    Some(dir)
+}
+
+/// Reads a JSON-lines manifest keyed by path.
+pub fn load_manifest(path: &Path) -> BTreeMap<String, Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: bad line {l}: {e}", path.display()));
+            let p = v["path"].as_str().expect("path field").to_string();
+            (p, v)
+        })
+        .collect()
+}
+
+fn ns(t: restorefs_parsers::fs::Timespec) -> i64 {
+    t.secs * 1_000_000_000 + i64::from(t.nanos)
+}
+
+/// Walks the tree below `top` (a volume root) and builds manifest entries
+/// with the same fields and rules as scripts/testimages/manifest.py.
+pub fn walk(tree: &RestoreTree, top: Node) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let mut groups: HashMap<Node, Vec<String>> = HashMap::new();
+    let mut stack = vec![("/".to_string(), top)];
+    while let Some((path, node)) = stack.pop() {
+        let st = tree
+            .stat(node)
+            .unwrap_or_else(|e| panic!("stat {path}: {e}"));
+        let mut v = json!({
+            "path": path,
+            "type": st.kind.name(),
+            "mode": st.mode,
+            "uid": st.uid,
+            "gid": st.gid,
+            "nlink": st.nlink,
+            "mtime_ns": ns(st.mtime),
+        });
+        match st.kind {
+            FileType::File => {
+                v["size"] = json!(st.size);
+                v["sha256"] = json!(sha256_of(tree, node, st.size, &path));
+            }
+            FileType::Symlink => {
+                let t = tree
+                    .read_link(node)
+                    .unwrap_or_else(|e| panic!("readlink {path}: {e}"));
+                v["size"] = json!(st.size);
+                v["target"] = json!(t.to_string_lossy());
+            }
+            FileType::Dir => {
+                let entries = tree
+                    .read_dir(node)
+                    .unwrap_or_else(|e| panic!("read_dir {path}: {e}"));
+                for e in entries {
+                    let child = format!(
+                        "{}/{}",
+                        path.trim_end_matches('/'),
+                        e.name.to_string_lossy()
+                    );
+                    stack.push((child, e.node));
+                }
+            }
+            _ => {}
+        }
+        if st.kind != FileType::Dir && st.nlink > 1 {
+            groups.entry(node).or_default().push(path.clone());
+        }
+        let xattrs = tree
+            .xattrs(node)
+            .unwrap_or_else(|e| panic!("xattrs {path}: {e}"));
+        if !xattrs.is_empty() {
+            let map: serde_json::Map<String, Value> = xattrs
+                .into_iter()
+                .map(|(k, val)| {
+                    (
+                        k.to_string_lossy().into_owned(),
+                        json!(base64::engine::general_purpose::STANDARD.encode(val)),
+                    )
+                })
+                .collect();
+            v["xattrs"] = Value::Object(map);
+        }
+        out.insert(path, v);
+    }
+    for paths in groups.values() {
+        let first = paths.iter().min().cloned().unwrap_or_default();
+        for p in paths {
+            if let Some(v) = out.get_mut(p) {
+                v["link_group"] = json!(first);
+            }
+        }
+    }
+    out
+}
+
+pub fn sha256_of(tree: &RestoreTree, node: Node, size: u64, path: &str) -> String {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < size {
+        let want = (size - off).min(buf.len() as u64) as usize;
+        let n = tree
+            .read(node, off, &mut buf[..want])
+            .unwrap_or_else(|e| panic!("read {path} at {off}: {e}"));
+        assert!(n > 0, "{path}: short read at {off} of {size}");
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    hex(&h.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares a walk with the reference manifest, every field of every entry,
+/// and panics with the differences.
+pub fn assert_matches(what: &str, got: &BTreeMap<String, Value>, want: &BTreeMap<String, Value>) {
+    let mut diffs = Vec::new();
+    for (p, w) in want {
+        match got.get(p) {
+            None => diffs.push(format!("missing: {p}")),
+            Some(g) if g != w => diffs.push(format!("differs: {p}\n   want {w}\n    got {g}")),
+            _ => {}
+        }
+    }
+    for p in got.keys().filter(|p| !want.contains_key(*p)) {
+        diffs.push(format!("extra: {p}"));
+    }
+    assert!(
+        diffs.is_empty(),
+        "{what}: {} of {} entries differ from the reference:\n{}",
+        diffs.len(),
+        want.len(),
+        diffs
+            .iter()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Every volume manifest of a generated image, checked against the tree.
+pub fn check_image_manifests(dir: &Path, image: &Path) -> RestoreTree {
+    let tree = RestoreTree::open(image).unwrap_or_else(|e| panic!("open {}: {e}", image.display()));
+    let mut n = 0;
+    for ent in std::fs::read_dir(dir.join("manifest")).expect("manifest dir") {
+        let path = ent.expect("entry").path();
+        let vol = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_string();
+        let want = load_manifest(&path);
+        let top = if vol == "root" {
+            tree.root()
+        } else {
+            tree.resolve(&format!("/{vol}"))
+                .unwrap_or_else(|e| panic!("{vol}: {e}"))
+        };
+        let got = walk(&tree, top);
+        assert_matches(&format!("{}:{vol}", image.display()), &got, &want);
+        n += 1;
+    }
+    assert!(n > 0, "{}: no manifests", dir.display());
+    tree
+}
