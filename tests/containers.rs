@@ -1,0 +1,111 @@
+//! The generated disks inside every container qemu-img writes: the virtual
+//! disk must equal `qemu-img convert -O raw` byte for byte, and every volume
+//! must match its reference manifest, unchanged from the raw disk.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use restorefs_parsers::tree::RestoreTree;
+use restorefs_parsers::ReadAt;
+
+/// (file name, qemu-img -O format, options)
+const CONTAINERS: &[(&str, &str, &str)] = &[
+    ("disk.sparse.vmdk", "vmdk", "subformat=monolithicSparse"),
+    ("disk.stream.vmdk", "vmdk", "subformat=streamOptimized"),
+    ("disk.dynamic.vhd", "vpc", "subformat=dynamic"),
+    ("disk.dynamic.vhdx", "vhdx", "subformat=dynamic"),
+    ("disk.qcow2", "qcow2", "compat=1.1"),
+];
+
+/// The container made from `dir/disk.img`, rebuilt when the disk is newer.
+fn container(dir: &Path, file: &str, fmt: &str, opts: &str) -> PathBuf {
+    let src = dir.join("disk.img");
+    let out = dir.join("containers").join(file);
+    let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
+        (Ok(s), Ok(o)) => o.modified().ok() >= s.modified().ok(),
+        _ => false,
+    };
+    if !fresh {
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let tmp = out.with_extension("tmp");
+        let st = Command::new("qemu-img")
+            .args(["convert", "-O", fmt, "-o", opts])
+            .arg(&src)
+            .arg(&tmp)
+            .status()
+            .expect("qemu-img (apt-get install qemu-utils)");
+        assert!(st.success(), "qemu-img convert -O {fmt} -o {opts}");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
+/// Compares the tree's virtual disk with qemu-img's reading of the file.
+fn assert_same_disk(tree: &RestoreTree, image: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("qemu.raw");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(image)
+        .arg(&raw)
+        .status()
+        .expect("qemu-img");
+    assert!(st.success());
+    let want = std::fs::File::open(&raw).unwrap();
+    let want_len = want.metadata().unwrap().len();
+    assert_eq!(
+        tree.image.disk.size(),
+        want_len,
+        "{}: virtual size",
+        image.display()
+    );
+    let mut a = vec![0u8; 4 << 20];
+    let mut b = vec![0u8; 4 << 20];
+    let mut off = 0u64;
+    use std::os::unix::fs::FileExt;
+    while off < want_len {
+        let n = (want_len - off).min(a.len() as u64) as usize;
+        tree.image
+            .disk
+            .read_exact_at(off, &mut a[..n])
+            .unwrap_or_else(|e| panic!("{}: read at {off}: {e}", image.display()));
+        want.read_exact_at(&mut b[..n], off).unwrap();
+        if a[..n] != b[..n] {
+            let i = a[..n]
+                .iter()
+                .zip(&b[..n])
+                .position(|(x, y)| x != y)
+                .unwrap_or(0);
+            panic!(
+                "{}: differs from qemu-img at byte {}",
+                image.display(),
+                off + i as u64
+            );
+        }
+        off += n as u64;
+    }
+}
+
+fn check_all(name: &str) {
+    let Some(dir) = generated(name) else {
+        return;
+    };
+    for (file, fmt, opts) in CONTAINERS {
+        let img = container(&dir, file, fmt, opts);
+        let tree = check_image_manifests(&dir, &img);
+        assert_same_disk(&tree, &img);
+    }
+}
+
+#[test]
+fn gpt_ntfs_ext4_in_every_container() {
+    check_all("gpt-ntfs-ext4");
+}
+
+#[test]
+fn mbr_logical_in_every_container() {
+    check_all("mbr-logical");
+}
