@@ -634,6 +634,9 @@ impl FileSystem for ExtFs {
         if kind != FileType::Symlink {
             return Err(Error::NotASymlink(format!("inode {node}")));
         }
+        if i.has_flag(flags::ENCRYPT) {
+            return Err(Error::unsupported("ext", "encrypted symlink"));
+        }
         if i.size > MAX_SYMLINK {
             return Err(Error::corrupt(
                 "ext",

@@ -56,6 +56,9 @@ const KNOWN_INCOMPAT: u32 = incompat::FILETYPE
     | incompat::CSUM_SEED
     | incompat::LARGEDIR
     | incompat::INLINE_DATA
+    // Encryption is refused per inode (ENCRYPT_FL), so unencrypted files
+    // of a volume with the feature on still read.
+    | incompat::ENCRYPT
     // Casefolded directories still hold exact names; lookup by exact
     // bytes is correct, only case-insensitive matching is missing.
     | incompat::CASEFOLD;
