@@ -63,6 +63,9 @@ pub fn collect(
     read_block: &dyn Fn(u64) -> Result<Vec<u8>>,
 ) -> Result<Vec<Extent>> {
     let mut out = Vec::new();
+    // A tree never shares nodes: a block seen twice is corrupt, and this
+    // also bounds the walk of a hostile DAG of valid-looking nodes.
+    let mut seen = std::collections::HashSet::new();
     // An explicit stack instead of recursion; each entry is (node bytes,
     // expected depth or None for the root, byte offset for errors).
     let mut stack: Vec<(Vec<u8>, Option<u16>, u64)> = vec![(root.to_vec(), None, offset)];
@@ -106,6 +109,9 @@ pub fn collect(
                 .map(|e| u64::from(le32(e, 4)) | (u64::from(le16(e, 8)) << 32))
                 .collect();
             for child in children.into_iter().rev() {
+                if !seen.insert(child) {
+                    return Err(Error::corrupt("ext", node_off, "extent tree node used twice"));
+                }
                 let data = read_block(child)?;
                 stack.push((data, Some(h.depth - 1), child));
             }

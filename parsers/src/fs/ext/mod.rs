@@ -46,6 +46,8 @@ const DIR_CACHE: usize = 256;
 const EXTENT_CACHE: usize = 1024;
 /// Larger directories are taken as corrupt rather than read into memory.
 const MAX_DIR_BYTES: u64 = 1 << 30;
+/// Bytes of a directory read at once.
+const DIR_CHUNK: usize = 256 << 10;
 /// Larger symlink targets are taken as corrupt.
 const MAX_SYMLINK: u64 = 65536;
 const ROOT_INO: u64 = 2;
@@ -428,16 +430,25 @@ impl ExtFs {
             if inode.size > MAX_DIR_BYTES {
                 return Err(Error::corrupt("ext", 0, "directory too large"));
             }
-            let mut data = vec![0u8; inode.size as usize];
-            let n = self.read_data(inode, 0, &mut data)?;
-            data.truncate(n);
+            // Read in chunks, not all at once: a corrupt size must not make
+            // us allocate (and zero) a gigabyte.
             let bs = self.sb.block_size as usize;
-            for (i, block) in data.chunks(bs).enumerate() {
-                // A hole in a directory reads as zeros: nothing there.
-                if block.iter().all(|&b| b == 0) {
-                    continue;
+            let chunk_len = bs * (DIR_CHUNK / bs).max(1);
+            let mut chunk = vec![0u8; chunk_len];
+            let mut pos = 0u64;
+            while pos < inode.size {
+                let n = self.read_data(inode, pos, &mut chunk)?;
+                if n == 0 {
+                    break;
                 }
-                dir::parse_block(block, filetype, (i * bs) as u64, &mut raw)?;
+                for (i, block) in chunk.get(..n).unwrap_or(&[]).chunks(bs).enumerate() {
+                    // A hole in a directory reads as zeros: nothing there.
+                    if block.iter().all(|&b| b == 0) {
+                        continue;
+                    }
+                    dir::parse_block(block, filetype, pos + (i * bs) as u64, &mut raw)?;
+                }
+                pos += n as u64;
             }
         }
         let mut entries = Vec::with_capacity(raw.len());
