@@ -291,3 +291,219 @@ fn refuses_unknown_incompat() {
     let e = ExtFs::open(Arc::new(MemSource(img))).err().unwrap();
     assert!(matches!(e.root(), crate::Error::Unsupported { .. }), "{e}");
 }
+
+/// Fills `dir` with the cases the generated images must cover.
+fn populate(dir: &Path) {
+    let w = |p: &str, d: &[u8]| std::fs::write(dir.join(p), d).unwrap();
+    w("hello.txt", b"hello\n");
+    w("tiny", b"0123456789");
+    w("inline100", &[b'x'; 100]);
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    w("big.bin", &big);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(dir.join("sparse.bin")).unwrap();
+        f.write_all(&[1; 4096]).unwrap();
+        f.seek(SeekFrom::Start(1 << 20)).unwrap();
+        f.write_all(&[2; 5000]).unwrap();
+    }
+    w("hard1", b"linked\n");
+    std::fs::hard_link(dir.join("hard1"), dir.join("hard2")).unwrap();
+    std::os::unix::fs::symlink("hello.txt", dir.join("fastlink")).unwrap();
+    std::os::unix::fs::symlink("a".repeat(200), dir.join("slowlink")).unwrap();
+    run(Command::new("mkfifo").arg(dir.join("fifo")));
+    run(Command::new("mknod").arg(dir.join("null")).args(["c", "1", "3"]));
+    run(Command::new("setfattr").args(["-n", "user.comment", "-v", "some value"]).arg(dir.join("hello.txt")));
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    for i in 0..200 {
+        w(&format!("sub/f{i}"), i.to_string().as_bytes());
+    }
+    std::fs::create_dir(dir.join("empty")).unwrap();
+}
+
+/// Runs debugfs `req` on `img`.
+fn debugfs(img: &Path, req: &str) -> Vec<u8> {
+    run(Command::new("debugfs").arg("-R").arg(req).arg(img))
+}
+
+/// Compares `stat` of `node` with debugfs's view of the inode.
+fn check_stat_with_debugfs(fs: &ExtFs, img: &Path, node: NodeId) {
+    let out = String::from_utf8_lossy(&debugfs(img, &format!("stat <{node}>"))).into_owned();
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let after = |key: &str| words.iter().position(|w| *w == key).map(|i| words[i + 1]).unwrap();
+    let st = fs.stat(node).unwrap();
+    assert_eq!(st.mode, u32::from_str_radix(after("Mode:"), 8).unwrap(), "{out}");
+    assert_eq!(st.nlink, after("Links:").parse::<u32>().unwrap(), "{out}");
+    assert_eq!(st.uid, after("User:").parse::<u32>().unwrap());
+    assert_eq!(st.gid, after("Group:").parse::<u32>().unwrap());
+    assert_eq!(st.size, after("Size:").parse::<u64>().unwrap(), "{out}");
+    assert_eq!(st.allocated, after("Blockcount:").parse::<u64>().unwrap() * 512, "{out}");
+    let time = |raw: &str| {
+        let raw = raw.trim_start_matches("0x");
+        let (s, extra) = raw.split_once(':').unwrap_or((raw, "0"));
+        let secs = i64::from(u32::from_str_radix(s, 16).unwrap() as i32);
+        let extra = u32::from_str_radix(extra, 16).unwrap();
+        (secs + (i64::from(extra & 3) << 32), extra >> 2)
+    };
+    for (key, got) in [("ctime:", st.ctime), ("mtime:", st.mtime), ("atime:", st.atime)] {
+        assert_eq!((got.secs, got.nanos), time(after(key)), "{key} {out}");
+    }
+    if let Some(cr) = st.crtime {
+        assert_eq!((cr.secs, cr.nanos), time(after("crtime:")), "{out}");
+    }
+}
+
+/// Builds an image of `src_dir` with `mkfs_args`, then fragments a file
+/// with debugfs writes into freed gaps.
+fn make_image(tmp: &TempDir, name: &str, mkfs: &str, args: &[&str]) -> PathBuf {
+    let src_dir = tmp.0.join(format!("{name}-src"));
+    std::fs::create_dir_all(&src_dir).unwrap();
+    populate(&src_dir);
+    let img = tmp.0.join(format!("{name}.img"));
+    run(Command::new(mkfs).args(["-q", "-F"]).args(args).arg("-d").arg(&src_dir).arg(&img).arg("16M"));
+    // Free every other small file, then write a file that must fill the
+    // one-block gaps: a fragmented extent list / block map.
+    let rm: String = (0..200).step_by(2).map(|i| format!("rm /sub/f{i}\n")).collect();
+    let cmds = tmp.0.join(format!("{name}.cmds"));
+    let frag: Vec<u8> = (0..120_000u32).map(|i| (i % 253) as u8).collect();
+    let frag_src = tmp.0.join(format!("{name}.frag"));
+    std::fs::write(&frag_src, &frag).unwrap();
+    std::fs::write(&cmds, format!("{rm}write {} /frag.bin\n", frag_src.display())).unwrap();
+    run(Command::new("debugfs").arg("-w").arg("-f").arg(&cmds).arg(&img));
+    img
+}
+
+fn check_generated(img: &Path, kind: &str, block_size: u32) {
+    let (src, fs) = open_file(img);
+    let info = fs.info();
+    assert_eq!(info.kind, kind);
+    assert_eq!(info.block_size, block_size);
+    assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+    let seen = cross_check(src, &fs);
+    assert!(seen > 100);
+    // Contents against debugfs.
+    for p in ["/hello.txt", "/tiny", "/inline100", "/big.bin", "/sparse.bin", "/frag.bin", "/sub/f7"] {
+        assert_eq!(read_path(&fs, p), debugfs(img, &format!("cat {p}")), "{p}");
+    }
+    let frag = read_path(&fs, "/frag.bin");
+    assert_eq!(frag, (0..120_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>());
+    let sparse = read_path(&fs, "/sparse.bin");
+    assert_eq!(sparse.len(), (1 << 20) + 5000);
+    assert!(sparse[4096..1 << 20].iter().all(|&b| b == 0));
+    // Hard links are one node with two links.
+    let (h1, h2) = (resolve(&fs, "/hard1").unwrap(), resolve(&fs, "/hard2").unwrap());
+    assert_eq!(h1, h2);
+    assert_eq!(fs.stat(h1).unwrap().nlink, 2);
+    assert_eq!(fs.read_link(resolve(&fs, "/fastlink").unwrap()).unwrap(), "hello.txt");
+    assert_eq!(fs.read_link(resolve(&fs, "/slowlink").unwrap()).unwrap(), "a".repeat(200).as_str());
+    assert!(fs.read_link(h1).is_err());
+    assert_eq!(fs.stat(resolve(&fs, "/fifo").unwrap()).unwrap().kind, FileType::Fifo);
+    let null = fs.stat(resolve(&fs, "/null").unwrap()).unwrap();
+    assert_eq!((null.kind, null.rdev), (FileType::CharDevice, super::inode::makedev(1, 3)));
+    let hello = resolve(&fs, "/hello.txt").unwrap();
+    let xattrs = fs.xattrs(hello).unwrap();
+    assert!(xattrs.contains(&("user.comment".into(), b"some value".to_vec())), "{xattrs:?}");
+    assert!(fs.read_dir(resolve(&fs, "/empty").unwrap()).unwrap().is_empty());
+    assert_eq!(fs.read_dir(resolve(&fs, "/sub").unwrap()).unwrap().len(), 100);
+    for node in [fs.root(), hello, h1, resolve(&fs, "/big.bin").unwrap(), resolve(&fs, "/sub").unwrap()] {
+        check_stat_with_debugfs(&fs, img, node);
+    }
+}
+
+#[test]
+fn generated_images() {
+    for t in ["mkfs.ext2", "mkfs.ext3", "mkfs.ext4", "debugfs", "setfattr", "mkfifo", "mknod"] {
+        if !have(t) {
+            return;
+        }
+    }
+    let tmp = TempDir::new();
+    let cases: &[(&str, &str, &[&str], &str, u32)] = &[
+        ("ext2-1k", "mkfs.ext2", &["-b", "1024"], "ext2", 1024),
+        ("ext3-1k", "mkfs.ext3", &["-b", "1024", "-I", "128"], "ext3", 1024),
+        ("ext3-2k", "mkfs.ext3", &["-b", "2048"], "ext3", 2048),
+        ("ext4-64", "mkfs.ext4", &["-O", "64bit,huge_file"], "ext4", 4096),
+        ("ext4-1k-metabg", "mkfs.ext4", &["-b", "1024", "-O", "meta_bg,^resize_inode"], "ext4", 1024),
+        ("ext4-inline", "mkfs.ext4", &["-O", "inline_data"], "ext4", 4096),
+    ];
+    for (name, mkfs, args, kind, bs) in cases {
+        let img = make_image(&tmp, name, mkfs, args);
+        check_generated(&img, kind, *bs);
+    }
+}
+
+/// Deterministic xorshift64 for the mutation test.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Walks and reads everything it can, ignoring errors, with bounds so a
+/// corrupt image cannot make the walk itself endless.
+fn walk_tolerant(fs: &ExtFs) {
+    let _ = fs.info();
+    let mut seen = HashSet::new();
+    let mut stack = vec![fs.root()];
+    let mut buf = vec![0u8; 65536];
+    while let Some(dir) = stack.pop() {
+        if !seen.insert(dir) || seen.len() > 5000 {
+            continue;
+        }
+        let Ok(entries) = fs.read_dir(dir) else { continue };
+        for e in entries {
+            let _ = fs.lookup(dir, &e.name);
+            let _ = fs.stat(e.node);
+            let _ = fs.xattrs(e.node);
+            let _ = fs.read_link(e.node);
+            match e.kind {
+                FileType::Dir => stack.push(e.node),
+                _ => {
+                    let mut off = 0;
+                    while off < (1 << 20) {
+                        match fs.read(e.node, off, &mut buf) {
+                            Ok(n) if n > 0 => off += n as u64,
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mutations_do_not_panic() {
+    let tmp = TempDir::new();
+    let mut images = vec![std::fs::read(Path::new(REAL).join("data.ext4.dat")).unwrap()];
+    if let Some(p) = unzst("test_disk_ext3.bin.zst", &tmp) {
+        images.push(std::fs::read(p).unwrap());
+    }
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    for base in images {
+        let fs = ExtFs::open(Arc::new(MemSource(base.clone()))).unwrap();
+        let bs = u64::from(fs.sb.block_size);
+        let gdt = (u64::from(fs.sb.first_data_block) + 1) * bs;
+        let itable = fs.groups[0].inode_table * bs;
+        let itable_len = u64::from(fs.sb.inodes_per_group.min(64)) * u64::from(fs.sb.inode_size);
+        let regions = [(1024u64, 1024u64), (gdt, bs), (itable, itable_len)];
+        for _ in 0..300 {
+            let mut img = base.clone();
+            for _ in 0..1 + rng.next() % 8 {
+                let (start, len) = regions[(rng.next() % 3) as usize];
+                let at = (start + rng.next() % len) as usize;
+                if let Some(b) = img.get_mut(at) {
+                    *b ^= 1 << (rng.next() % 8);
+                }
+            }
+            if let Ok(fs) = ExtFs::open(Arc::new(MemSource(img))) {
+                walk_tolerant(&fs);
+            }
+        }
+    }
+}
