@@ -110,7 +110,11 @@ pub fn collect(
                 .collect();
             for child in children.into_iter().rev() {
                 if !seen.insert(child) {
-                    return Err(Error::corrupt("ext", node_off, "extent tree node used twice"));
+                    return Err(Error::corrupt(
+                        "ext",
+                        node_off,
+                        "extent tree node used twice",
+                    ));
                 }
                 let data = read_block(child)?;
                 stack.push((data, Some(h.depth - 1), child));

@@ -191,7 +191,12 @@ fn walk_ext4_view(src: Source) -> BTreeMap<Vec<u8>, Seen> {
                 FileType::BlockDevice
             };
             let data = match kind {
-                FileType::File => fs.read(&path).unwrap(),
+                // ext4-view 1.0 fails on holes in block-mapped files (it
+                // reads block 0); the caller says where that is expected.
+                FileType::File => fs.read(&path).unwrap_or_else(|e| {
+                    eprintln!("ext4-view: {}: {e}", String::from_utf8_lossy(&p));
+                    b"<ext4-view failed>".to_vec()
+                }),
                 FileType::Symlink => fs.read_link(&path).unwrap().as_ref().to_vec(),
                 FileType::Dir => {
                     stack.push(p.clone());
@@ -207,6 +212,11 @@ fn walk_ext4_view(src: Source) -> BTreeMap<Vec<u8>, Seen> {
 }
 
 fn cross_check(src: Source, fs: &ExtFs) -> usize {
+    cross_check_except(src, fs, &[])
+}
+
+/// Like `cross_check`, but file data of `skip` is not compared.
+fn cross_check_except(src: Source, fs: &ExtFs, skip: &[&str]) -> usize {
     let ours = walk_ours(fs);
     let theirs = walk_ext4_view(src);
     assert_eq!(
@@ -214,7 +224,17 @@ fn cross_check(src: Source, fs: &ExtFs) -> usize {
         theirs.keys().collect::<Vec<_>>()
     );
     for (p, s) in &ours {
-        assert_eq!(s, &theirs[p], "{}", String::from_utf8_lossy(p));
+        let t = &theirs[p];
+        if skip.iter().any(|k| k.as_bytes() == p.as_slice()) {
+            assert_eq!(
+                (s.kind, s.size),
+                (t.kind, t.size),
+                "{}",
+                String::from_utf8_lossy(p)
+            );
+        } else {
+            assert_eq!(s, t, "{}", String::from_utf8_lossy(p));
+        }
     }
     ours.len()
 }
@@ -312,8 +332,12 @@ fn populate(dir: &Path) {
     std::os::unix::fs::symlink("hello.txt", dir.join("fastlink")).unwrap();
     std::os::unix::fs::symlink("a".repeat(200), dir.join("slowlink")).unwrap();
     run(Command::new("mkfifo").arg(dir.join("fifo")));
-    run(Command::new("mknod").arg(dir.join("null")).args(["c", "1", "3"]));
-    run(Command::new("setfattr").args(["-n", "user.comment", "-v", "some value"]).arg(dir.join("hello.txt")));
+    run(Command::new("mknod")
+        .arg(dir.join("null"))
+        .args(["c", "1", "3"]));
+    run(Command::new("setfattr")
+        .args(["-n", "user.comment", "-v", "some value"])
+        .arg(dir.join("hello.txt")));
     std::fs::create_dir(dir.join("sub")).unwrap();
     for i in 0..200 {
         w(&format!("sub/f{i}"), i.to_string().as_bytes());
@@ -330,14 +354,28 @@ fn debugfs(img: &Path, req: &str) -> Vec<u8> {
 fn check_stat_with_debugfs(fs: &ExtFs, img: &Path, node: NodeId) {
     let out = String::from_utf8_lossy(&debugfs(img, &format!("stat <{node}>"))).into_owned();
     let words: Vec<&str> = out.split_whitespace().collect();
-    let after = |key: &str| words.iter().position(|w| *w == key).map(|i| words[i + 1]).unwrap();
+    let after = |key: &str| {
+        words
+            .iter()
+            .position(|w| *w == key)
+            .map(|i| words[i + 1])
+            .unwrap()
+    };
     let st = fs.stat(node).unwrap();
-    assert_eq!(st.mode, u32::from_str_radix(after("Mode:"), 8).unwrap(), "{out}");
+    assert_eq!(
+        st.mode,
+        u32::from_str_radix(after("Mode:"), 8).unwrap(),
+        "{out}"
+    );
     assert_eq!(st.nlink, after("Links:").parse::<u32>().unwrap(), "{out}");
     assert_eq!(st.uid, after("User:").parse::<u32>().unwrap());
     assert_eq!(st.gid, after("Group:").parse::<u32>().unwrap());
     assert_eq!(st.size, after("Size:").parse::<u64>().unwrap(), "{out}");
-    assert_eq!(st.allocated, after("Blockcount:").parse::<u64>().unwrap() * 512, "{out}");
+    assert_eq!(
+        st.allocated,
+        after("Blockcount:").parse::<u64>().unwrap() * 512,
+        "{out}"
+    );
     let time = |raw: &str| {
         let raw = raw.trim_start_matches("0x");
         let (s, extra) = raw.split_once(':').unwrap_or((raw, "0"));
@@ -345,7 +383,11 @@ fn check_stat_with_debugfs(fs: &ExtFs, img: &Path, node: NodeId) {
         let extra = u32::from_str_radix(extra, 16).unwrap();
         (secs + (i64::from(extra & 3) << 32), extra >> 2)
     };
-    for (key, got) in [("ctime:", st.ctime), ("mtime:", st.mtime), ("atime:", st.atime)] {
+    for (key, got) in [
+        ("ctime:", st.ctime),
+        ("mtime:", st.mtime),
+        ("atime:", st.atime),
+    ] {
         assert_eq!((got.secs, got.nanos), time(after(key)), "{key} {out}");
     }
     if let Some(cr) = st.crtime {
@@ -360,59 +402,139 @@ fn make_image(tmp: &TempDir, name: &str, mkfs: &str, args: &[&str]) -> PathBuf {
     std::fs::create_dir_all(&src_dir).unwrap();
     populate(&src_dir);
     let img = tmp.0.join(format!("{name}.img"));
-    run(Command::new(mkfs).args(["-q", "-F"]).args(args).arg("-d").arg(&src_dir).arg(&img).arg("16M"));
+    run(Command::new(mkfs)
+        .args(["-q", "-F"])
+        .args(args)
+        .arg("-d")
+        .arg(&src_dir)
+        .arg(&img)
+        .arg("16M"));
     // Free every other small file, then write a file that must fill the
     // one-block gaps: a fragmented extent list / block map.
-    let rm: String = (0..200).step_by(2).map(|i| format!("rm /sub/f{i}\n")).collect();
+    let rm: String = (0..200)
+        .step_by(2)
+        .map(|i| format!("rm /sub/f{i}\n"))
+        .collect();
     let cmds = tmp.0.join(format!("{name}.cmds"));
     let frag: Vec<u8> = (0..120_000u32).map(|i| (i % 253) as u8).collect();
     let frag_src = tmp.0.join(format!("{name}.frag"));
     std::fs::write(&frag_src, &frag).unwrap();
-    std::fs::write(&cmds, format!("{rm}write {} /frag.bin\n", frag_src.display())).unwrap();
-    run(Command::new("debugfs").arg("-w").arg("-f").arg(&cmds).arg(&img));
+    std::fs::write(
+        &cmds,
+        format!("{rm}write {} /frag.bin\n", frag_src.display()),
+    )
+    .unwrap();
+    run(Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(&img));
     img
 }
 
-fn check_generated(img: &Path, kind: &str, block_size: u32) {
+fn check_generated(img: &Path, kind: &str, block_size: u32, ext4_view: bool) {
     let (src, fs) = open_file(img);
     let info = fs.info();
     assert_eq!(info.kind, kind);
     assert_eq!(info.block_size, block_size);
     assert!(info.warnings.is_empty(), "{:?}", info.warnings);
-    let seen = cross_check(src, &fs);
+    // Our sparse.bin data is checked against debugfs below instead.
+    let seen = if ext4_view {
+        cross_check_except(src, &fs, &["/sparse.bin"])
+    } else {
+        walk_ours(&fs).len()
+    };
     assert!(seen > 100);
     // Contents against debugfs.
-    for p in ["/hello.txt", "/tiny", "/inline100", "/big.bin", "/sparse.bin", "/frag.bin", "/sub/f7"] {
-        assert_eq!(read_path(&fs, p), debugfs(img, &format!("cat {p}")), "{p}");
+    for p in [
+        "/hello.txt",
+        "/tiny",
+        "/inline100",
+        "/big.bin",
+        "/sparse.bin",
+        "/frag.bin",
+        "/sub/f7",
+    ] {
+        let ours = read_path(&fs, p);
+        let mut theirs = debugfs(img, &format!("cat {p}"));
+        // debugfs pads inline-data files to the 60-byte i_block.
+        if theirs.len() > ours.len() && theirs[ours.len()..].iter().all(|&b| b == 0) {
+            theirs.truncate(ours.len());
+        }
+        assert_eq!(ours, theirs, "{p}");
     }
+    assert_eq!(read_path(&fs, "/tiny"), b"0123456789");
+    assert_eq!(read_path(&fs, "/inline100"), [b'x'; 100]);
+    assert_eq!(read_path(&fs, "/hello.txt"), b"hello\n");
     let frag = read_path(&fs, "/frag.bin");
-    assert_eq!(frag, (0..120_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>());
+    assert_eq!(
+        frag,
+        (0..120_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>()
+    );
     let sparse = read_path(&fs, "/sparse.bin");
     assert_eq!(sparse.len(), (1 << 20) + 5000);
     assert!(sparse[4096..1 << 20].iter().all(|&b| b == 0));
     // Hard links are one node with two links.
-    let (h1, h2) = (resolve(&fs, "/hard1").unwrap(), resolve(&fs, "/hard2").unwrap());
+    let (h1, h2) = (
+        resolve(&fs, "/hard1").unwrap(),
+        resolve(&fs, "/hard2").unwrap(),
+    );
     assert_eq!(h1, h2);
     assert_eq!(fs.stat(h1).unwrap().nlink, 2);
-    assert_eq!(fs.read_link(resolve(&fs, "/fastlink").unwrap()).unwrap(), "hello.txt");
-    assert_eq!(fs.read_link(resolve(&fs, "/slowlink").unwrap()).unwrap(), "a".repeat(200).as_str());
+    assert_eq!(
+        fs.read_link(resolve(&fs, "/fastlink").unwrap()).unwrap(),
+        "hello.txt"
+    );
+    assert_eq!(
+        fs.read_link(resolve(&fs, "/slowlink").unwrap()).unwrap(),
+        "a".repeat(200).as_str()
+    );
     assert!(fs.read_link(h1).is_err());
-    assert_eq!(fs.stat(resolve(&fs, "/fifo").unwrap()).unwrap().kind, FileType::Fifo);
+    assert_eq!(
+        fs.stat(resolve(&fs, "/fifo").unwrap()).unwrap().kind,
+        FileType::Fifo
+    );
     let null = fs.stat(resolve(&fs, "/null").unwrap()).unwrap();
-    assert_eq!((null.kind, null.rdev), (FileType::CharDevice, super::inode::makedev(1, 3)));
+    assert_eq!(
+        (null.kind, null.rdev),
+        (FileType::CharDevice, super::inode::makedev(1, 3))
+    );
     let hello = resolve(&fs, "/hello.txt").unwrap();
     let xattrs = fs.xattrs(hello).unwrap();
-    assert!(xattrs.contains(&("user.comment".into(), b"some value".to_vec())), "{xattrs:?}");
-    assert!(fs.read_dir(resolve(&fs, "/empty").unwrap()).unwrap().is_empty());
-    assert_eq!(fs.read_dir(resolve(&fs, "/sub").unwrap()).unwrap().len(), 100);
-    for node in [fs.root(), hello, h1, resolve(&fs, "/big.bin").unwrap(), resolve(&fs, "/sub").unwrap()] {
+    assert!(
+        xattrs.contains(&("user.comment".into(), b"some value".to_vec())),
+        "{xattrs:?}"
+    );
+    assert!(fs
+        .read_dir(resolve(&fs, "/empty").unwrap())
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        fs.read_dir(resolve(&fs, "/sub").unwrap()).unwrap().len(),
+        100
+    );
+    for node in [
+        fs.root(),
+        hello,
+        h1,
+        resolve(&fs, "/big.bin").unwrap(),
+        resolve(&fs, "/sub").unwrap(),
+    ] {
         check_stat_with_debugfs(&fs, img, node);
     }
 }
 
 #[test]
 fn generated_images() {
-    for t in ["mkfs.ext2", "mkfs.ext3", "mkfs.ext4", "debugfs", "setfattr", "mkfifo", "mknod"] {
+    for t in [
+        "mkfs.ext2",
+        "mkfs.ext3",
+        "mkfs.ext4",
+        "debugfs",
+        "setfattr",
+        "mkfifo",
+        "mknod",
+    ] {
         if !have(t) {
             return;
         }
@@ -420,15 +542,45 @@ fn generated_images() {
     let tmp = TempDir::new();
     let cases: &[(&str, &str, &[&str], &str, u32)] = &[
         ("ext2-1k", "mkfs.ext2", &["-b", "1024"], "ext2", 1024),
-        ("ext3-1k", "mkfs.ext3", &["-b", "1024", "-I", "128"], "ext3", 1024),
+        (
+            "ext3-1k",
+            "mkfs.ext3",
+            &["-b", "1024", "-I", "128"],
+            "ext3",
+            1024,
+        ),
         ("ext3-2k", "mkfs.ext3", &["-b", "2048"], "ext3", 2048),
-        ("ext4-64", "mkfs.ext4", &["-O", "64bit,huge_file"], "ext4", 4096),
-        ("ext4-1k-metabg", "mkfs.ext4", &["-b", "1024", "-O", "meta_bg,^resize_inode"], "ext4", 1024),
-        ("ext4-inline", "mkfs.ext4", &["-O", "inline_data"], "ext4", 4096),
+        (
+            "ext4-64",
+            "mkfs.ext4",
+            &["-b", "4096", "-O", "64bit,huge_file"],
+            "ext4",
+            4096,
+        ),
+        (
+            "ext4-1k-metabg",
+            "mkfs.ext4",
+            &["-b", "1024", "-O", "meta_bg,^resize_inode"],
+            "ext4",
+            1024,
+        ),
+        (
+            "ext4-inline",
+            "mkfs.ext4",
+            &["-b", "4096", "-O", "inline_data"],
+            "ext4",
+            4096,
+        ),
     ];
     for (name, mkfs, args, kind, bs) in cases {
         let img = make_image(&tmp, name, mkfs, args);
-        check_generated(&img, kind, *bs);
+        // ext4-view 1.0 refuses meta_bg and inline_data volumes.
+        check_generated(
+            &img,
+            kind,
+            *bs,
+            !name.contains("metabg") && !name.contains("inline"),
+        );
     }
 }
 
@@ -452,10 +604,12 @@ fn walk_tolerant(fs: &ExtFs) {
     let mut stack = vec![fs.root()];
     let mut buf = vec![0u8; 65536];
     while let Some(dir) = stack.pop() {
-        if !seen.insert(dir) || seen.len() > 5000 {
+        if !seen.insert(dir) || seen.len() > 50 {
             continue;
         }
-        let Ok(entries) = fs.read_dir(dir) else { continue };
+        let Ok(entries) = fs.read_dir(dir) else {
+            continue;
+        };
         for e in entries {
             let _ = fs.lookup(dir, &e.name);
             let _ = fs.stat(e.node);
@@ -465,7 +619,7 @@ fn walk_tolerant(fs: &ExtFs) {
                 FileType::Dir => stack.push(e.node),
                 _ => {
                     let mut off = 0;
-                    while off < (1 << 20) {
+                    while off < (1 << 18) {
                         match fs.read(e.node, off, &mut buf) {
                             Ok(n) if n > 0 => off += n as u64,
                             _ => break,
@@ -485,14 +639,15 @@ fn mutations_do_not_panic() {
         images.push(std::fs::read(p).unwrap());
     }
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    for base in images {
+    for (n, base) in images.into_iter().enumerate() {
         let fs = ExtFs::open(Arc::new(MemSource(base.clone()))).unwrap();
         let bs = u64::from(fs.sb.block_size);
         let gdt = (u64::from(fs.sb.first_data_block) + 1) * bs;
         let itable = fs.groups[0].inode_table * bs;
         let itable_len = u64::from(fs.sb.inodes_per_group.min(64)) * u64::from(fs.sb.inode_size);
         let regions = [(1024u64, 1024u64), (gdt, bs), (itable, itable_len)];
-        for _ in 0..300 {
+        // Fewer rounds on the larger ext3 image keep the test quick.
+        for _ in 0..if n == 0 { 300 } else { 100 } {
             let mut img = base.clone();
             for _ in 0..1 + rng.next() % 8 {
                 let (start, len) = regions[(rng.next() % 3) as usize];
