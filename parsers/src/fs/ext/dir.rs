@@ -37,7 +37,7 @@ pub fn parse_block(b: &[u8], filetype: bool, offset: u64, out: &mut Vec<RawEntry
             (usize::from(le16(b, pos + 6)), 0)
         };
         let at = offset + pos as u64;
-        if rec_len < ENTRY_HEADER || rec_len % 4 != 0 || pos + rec_len > b.len() {
+        if rec_len < ENTRY_HEADER || rec_len & 3 != 0 || pos + rec_len > b.len() {
             return Err(Error::corrupt("ext", at, "bad directory record length"));
         }
         if inode != 0 {

@@ -49,7 +49,7 @@ impl Inode {
         let mut extra = 0usize;
         if b.len() > GOOD_OLD_INODE_SIZE {
             extra = usize::from(le16(b, 0x80));
-            if GOOD_OLD_INODE_SIZE + extra > b.len() || extra % 4 != 0 {
+            if GOOD_OLD_INODE_SIZE + extra > b.len() || extra & 3 != 0 {
                 return Err(Error::corrupt("ext", offset, "bad i_extra_isize"));
             }
         }

@@ -273,7 +273,7 @@ impl Superblock {
 }
 
 fn is_power_of(mut n: u64, base: u64) -> bool {
-    while n > 1 && n % base == 0 {
+    while n > 1 && n.checked_rem(base) == Some(0) {
         n /= base;
     }
     n == 1

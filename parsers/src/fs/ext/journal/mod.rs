@@ -96,6 +96,9 @@ impl Overlay {
     }
 }
 
+/// A logged block: (target filesystem block, journal block, escaped).
+type Tag = (u64, u64, bool);
+
 /// What replay found.
 pub struct Replay {
     pub overlay: Overlay,
@@ -174,9 +177,9 @@ pub fn replay(
     let next = |p: u64| if p + 1 >= maxlen { first } else { p + 1 };
 
     // Scan: collect committed transactions and revocations.
-    let mut committed: Vec<(u32, Vec<(u64, u64, bool)>)> = Vec::new();
+    let mut committed: Vec<(u32, Vec<Tag>)> = Vec::new();
     let mut revoked: HashMap<u64, u32> = HashMap::new();
-    let mut pending: Vec<(u64, u64, bool)> = Vec::new();
+    let mut pending: Vec<Tag> = Vec::new();
     let mut pending_revokes: Vec<u64> = Vec::new();
     let mut pos = start;
     let mut steps = 0u64;
