@@ -67,7 +67,11 @@ pub fn run(
         eprintln!("restorefs: skipped {what}: {why}");
     }
     for (what, why) in &report.failed {
-        eprintln!("restorefs: {}: {what}: {why}", image.display());
+        if why.starts_with(what.as_str()) {
+            eprintln!("restorefs: {}: {why}", image.display());
+        } else {
+            eprintln!("restorefs: {}: {what}: {why}", image.display());
+        }
     }
     tracing::info!(
         "copied {} files, {} dirs, {} symlinks, {} bytes",
