@@ -133,15 +133,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_within_budget_and_hits() {
+    fn keeps_within_budget_and_hits() -> Result<()> {
         let c = ChunkCache::new(SHARDS * 100);
         let o = ChunkCache::owner();
         for i in 0..1000u64 {
-            let v = c.get_or_load(o, i, || Ok(vec![i as u8; 40])).unwrap();
+            let v = c.get_or_load(o, i, || Ok(vec![i as u8; 40]))?;
             assert_eq!(v[0], i as u8);
         }
         assert!(c.stats().used <= SHARDS * 100);
-        let v = c.get_or_load(o, 999, || panic!("must be cached")).unwrap();
+        let v = c.get_or_load(o, 999, || panic!("must be cached"))?;
         assert_eq!(v[0], 999u64 as u8);
         assert!(c
             .get_or_load(o, 5000, || Err(crate::Error::NotFound("x".into())))

@@ -10,11 +10,14 @@
 //!
 //! ```no_run
 //! use restorefs_parsers::tree::RestoreTree;
-//! let tree = RestoreTree::open("disk.img".as_ref()).unwrap();
-//! let node = tree.resolve("/p1/etc/hostname").unwrap();
+//! # fn main() -> restorefs_parsers::Result<()> {
+//! let tree = RestoreTree::open("disk.img".as_ref())?;
+//! let node = tree.resolve("/p1/etc/hostname")?;
 //! let mut buf = vec![0; 4096];
-//! let n = tree.read(node, 0, &mut buf).unwrap();
+//! let n = tree.read(node, 0, &mut buf)?;
 //! print!("{}", String::from_utf8_lossy(&buf[..n]));
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Nothing here writes: every source is opened read-only and no layer has a

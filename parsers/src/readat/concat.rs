@@ -53,18 +53,19 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn reads_across_parts() {
+    fn reads_across_parts() -> std::io::Result<()> {
         let c = Concat::new(vec![
             Arc::new(MemSource(vec![1, 2, 3])),
             Arc::new(MemSource(vec![])),
             Arc::new(MemSource(vec![4, 5])),
         ]);
         let mut buf = [0u8; 5];
-        c.read_exact_at(0, &mut buf).unwrap();
+        c.read_exact_at(0, &mut buf)?;
         assert_eq!(buf, [1, 2, 3, 4, 5]);
         let mut b2 = [0u8; 2];
-        c.read_exact_at(2, &mut b2).unwrap();
+        c.read_exact_at(2, &mut b2)?;
         assert_eq!(b2, [3, 4]);
-        assert_eq!(c.read_at(5, &mut b2).unwrap(), 0);
+        assert_eq!(c.read_at(5, &mut b2)?, 0);
+        Ok(())
     }
 }
