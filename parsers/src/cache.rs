@@ -146,5 +146,6 @@ mod tests {
         assert!(c
             .get_or_load(o, 5000, || Err(crate::Error::NotFound("x".into())))
             .is_err());
+        Ok(())
     }
 }
