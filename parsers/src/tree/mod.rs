@@ -47,11 +47,13 @@ impl Node {
     /// The node `ino` was made from (the inverse of [`Node::ino`]).
     pub fn from_ino(ino: u64) -> Option<Node> {
         const LOW: u64 = (1 << 48) - 1;
+        if ino == 1 {
+            return Some(Node::Root);
+        }
         let v = (ino >> 48).checked_sub(1)? as usize;
-        Some(match (ino, ino & LOW) {
-            (1, _) => Node::Root,
-            (_, LOW) => Node::Raw(v),
-            (_, id) => Node::Fs(v, id),
+        Some(match ino & LOW {
+            LOW => Node::Raw(v),
+            id => Node::Fs(v, id),
         })
     }
 }
