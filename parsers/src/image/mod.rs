@@ -3,6 +3,7 @@
 //! Formats are found by content, never by file name.
 
 mod raw;
+pub mod vhd;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,5 +31,8 @@ pub fn open(path: &Path) -> Result<Image> {
     let file = FileSource::open(path).map_err(|e| Error::io("image", 0, e))?;
     let file_bytes = crate::ReadAt::size(&file);
     let file: Source = Arc::new(file);
+    if vhd::probe(&*file) {
+        return vhd::open(path, file);
+    }
     raw::open(file, file_bytes)
 }
