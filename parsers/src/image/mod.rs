@@ -4,6 +4,7 @@
 
 mod raw;
 pub mod vhd;
+pub mod vhdx;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub fn open(path: &Path) -> Result<Image> {
     let file = FileSource::open(path).map_err(|e| Error::io("image", 0, e))?;
     let file_bytes = crate::ReadAt::size(&file);
     let file: Source = Arc::new(file);
+    if vhdx::probe(&*file) {
+        return vhdx::open(path, file);
+    }
     if vhd::probe(&*file) {
         return vhd::open(path, file);
     }

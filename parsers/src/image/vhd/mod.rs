@@ -11,7 +11,7 @@ pub(crate) mod blocks;
 mod dynamic_header;
 mod footer;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
