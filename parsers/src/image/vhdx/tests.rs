@@ -101,3 +101,96 @@ fn windows_image_needs_log_replay() {
     img.disk.read_exact_at(2048 * 512, &mut buf).unwrap();
     img.disk.read_exact_at(206848 * 512, &mut buf).unwrap();
 }
+
+/// Runs the test-only generator (testdata/make_vhdx.py) on `raw`.
+fn generate(raw: &std::path::Path, out: &std::path::Path, args: &[&str]) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/image/vhdx/testdata/make_vhdx.py"
+    );
+    run(Command::new("python3")
+        .arg(script)
+        .arg(raw)
+        .arg(out)
+        .args(args));
+}
+
+/// (media size, bytes per sector) as libvhdi's vhdiinfo reads them.
+fn vhdiinfo(path: &std::path::Path) -> (u64, u64) {
+    let out = run(Command::new("vhdiinfo").arg(path));
+    let field = |name: &str| -> u64 {
+        let line = out.lines().find(|l| l.contains(name)).unwrap();
+        // "Media size : 20 MiB (20983808 bytes)", "Bytes per sector : 512 bytes"
+        let inside = line.rsplit(['(', ':']).next().unwrap();
+        inside.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (field("Media size"), field("Bytes per sector"))
+}
+
+#[test]
+fn generated_4k_logical_sectors() {
+    if !have("python3", "--version") || !have("vhdiinfo", "-V") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let want = pattern((21 << 20) + 4096 * 3, 21);
+    let raw = write(dir.path(), "in.raw", &want);
+    let path = dir.path().join("g.vhdx");
+    generate(&raw, &path, &["--logical", "4096", "--physical", "4096"]);
+    let img = image::open(&path).unwrap();
+    assert_eq!(detail(&img, "logical_sector"), "4096");
+    assert_eq!(detail(&img, "physical_sector"), "4096");
+    assert_eq!(detail(&img, "block_size"), (1u64 << 20).to_string());
+    assert_eq!(vhdiinfo(&path), (want.len() as u64, 4096));
+    assert!(read_all(&*img.disk) == want);
+    random_reads(&*img.disk, &want, 1 << 20, 21);
+}
+
+#[test]
+fn generated_sector_bitmap_entries_are_skipped() {
+    if !have("python3", "--version") || !have("vhdiinfo", "-V") {
+        return;
+    }
+    // 256 MiB blocks with 512-byte sectors: a sector bitmap entry follows
+    // every 16 payload entries, so blocks 16+ sit one entry further on.
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("sparse.raw");
+    let size = (5u64 << 30) + 512 * 7;
+    let f = std::fs::File::create(&raw).unwrap();
+    f.set_len(size).unwrap();
+    let mut rng = crate::image::vhd::tests::Rng(5);
+    let spots = [0u64, (16 << 28) - 3000, (17 << 28) + 5, size - 1000];
+    for &at in &spots {
+        let data: Vec<u8> = (0..1000).map(|_| rng.next() as u8).collect();
+        std::os::unix::fs::FileExt::write_all_at(&f, &data, at).unwrap();
+    }
+    drop(f);
+    let path = dir.path().join("g.vhdx");
+    generate(&raw, &path, &["--block", "256"]);
+    assert_eq!(vhdiinfo(&path), (size, 512));
+    let img = image::open(&path).unwrap();
+    assert_eq!(img.disk.size(), size);
+    assert_eq!(detail(&img, "allocated"), (4u64 << 28).to_string());
+    let raw = crate::readat::FileSource::open(&raw).unwrap();
+    let (mut a, mut b) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    for &at in &spots {
+        let at = at.saturating_sub(20000).min(size - a.len() as u64);
+        img.disk.read_exact_at(at, &mut a).unwrap();
+        raw.read_exact_at(at, &mut b).unwrap();
+        assert!(a == b, "at {at}");
+    }
+}
+
+#[test]
+fn differencing_disk_names_its_parent() {
+    if !have("python3", "--version") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = write(dir.path(), "in.raw", &pattern(4 << 20, 3));
+    let path = dir.path().join("child.vhdx");
+    generate(&raw, &path, &["--parent", "..\\base.vhdx"]);
+    let e = image::open(&path).err().unwrap();
+    assert!(matches!(e.root(), crate::Error::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("relative_path=..\\base.vhdx"), "{e}");
+}
