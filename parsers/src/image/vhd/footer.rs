@@ -137,7 +137,7 @@ impl Footer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample(disk_type: u32, size: u64) -> Vec<u8> {
