@@ -26,6 +26,9 @@ use crate::cache::ChunkCache;
 use crate::readat::Window;
 use crate::{Error, ReadAt, Result, Source};
 
+#[cfg(test)]
+pub(crate) use footer::checksum as footer_checksum;
+
 /// Largest parent locator path read, in bytes: paths are at most a few KiB.
 const MAX_LOCATOR_BYTES: u32 = 64 << 10;
 
