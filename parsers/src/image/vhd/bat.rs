@@ -93,16 +93,17 @@ mod tests {
     use crate::readat::MemSource;
 
     #[test]
-    fn maps_entries() {
+    fn maps_entries() -> crate::Result<()> {
         let mut t = vec![0u8; 4096 * 2];
         t[0..4].copy_from_slice(&UNUSED.to_be_bytes());
         t[4..8].copy_from_slice(&3u32.to_be_bytes());
         t[4096..4100].copy_from_slice(&7u32.to_be_bytes());
         let bat = Bat::new(Arc::new(MemSource(t)), 0, 1025, 512);
-        assert_eq!(bat.block(0).unwrap(), Block::Zero);
-        assert_eq!(bat.block(1).unwrap(), Block::At(3 * 512 + 512));
-        assert_eq!(bat.block(1024).unwrap(), Block::At(7 * 512 + 512));
+        assert_eq!(bat.block(0)?, Block::Zero);
+        assert_eq!(bat.block(1)?, Block::At(3 * 512 + 512));
+        assert_eq!(bat.block(1024)?, Block::At(7 * 512 + 512));
         assert!(bat.block(1025).is_err());
-        assert_eq!(bat.allocated_blocks().unwrap(), 1024);
+        assert_eq!(bat.allocated_blocks()?, 1024);
+        Ok(())
     }
 }

@@ -139,7 +139,7 @@ mod tests {
     }
 
     #[test]
-    fn merges_contiguous_blocks_and_fills_holes() {
+    fn merges_contiguous_blocks_and_fills_holes() -> crate::Result<()> {
         let file: Vec<u8> = (0..64u32).map(|i| i as u8).collect();
         let counting = Arc::new(Counting(MemSource(file), AtomicUsize::new(0)));
         let disk = BlockDisk {
@@ -155,7 +155,7 @@ mod tests {
             block_size: 8,
         };
         let mut buf = vec![0xAA; 50];
-        assert_eq!(disk.read(2, &mut buf[..28]).unwrap(), 28);
+        assert_eq!(disk.read(2, &mut buf[..28])?, 28);
         let want: Vec<u8> = (10..24)
             .chain([0; 8])
             .chain(0..6)
@@ -166,6 +166,7 @@ mod tests {
         assert_eq!(counting.1.load(Ordering::Relaxed), 2);
         let e = disk.read(0, &mut buf).unwrap_err().to_string();
         assert!(e.contains("image offset 60"), "{e}");
-        assert_eq!(disk.read(0, &mut buf[..32]).unwrap(), 32);
+        assert_eq!(disk.read(0, &mut buf[..32])?, 32);
+        Ok(())
     }
 }

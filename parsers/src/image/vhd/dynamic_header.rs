@@ -130,17 +130,18 @@ mod tests {
     }
 
     #[test]
-    fn parses_fields_and_bitmap_size() {
-        let h = DynamicHeader::parse(&sample(2 << 20), 512).unwrap();
+    fn parses_fields_and_bitmap_size() -> crate::Result<()> {
+        let h = DynamicHeader::parse(&sample(2 << 20), 512)?;
         assert_eq!(h.table_offset, 1536);
         assert_eq!(h.max_table_entries, 10);
         assert_eq!(h.parent_name, "base.vhd");
         assert_eq!(h.bitmap_size(), 512);
-        let h = DynamicHeader::parse(&sample(32 << 20), 512).unwrap();
+        let h = DynamicHeader::parse(&sample(32 << 20), 512)?;
         // 65536 sectors -> 8192 bitmap bytes.
         assert_eq!(h.bitmap_size(), 8192);
-        let h = DynamicHeader::parse(&sample(512 << 10), 512).unwrap();
+        let h = DynamicHeader::parse(&sample(512 << 10), 512)?;
         assert_eq!(h.bitmap_size(), 512);
+        Ok(())
     }
 
     #[test]

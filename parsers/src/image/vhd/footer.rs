@@ -156,14 +156,15 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn parses_and_checks_checksum() {
+    fn parses_and_checks_checksum() -> crate::Result<()> {
         let mut f = sample(2, 1 << 20);
-        let p = Footer::parse(&f, 0).unwrap();
+        let p = Footer::parse(&f, 0)?;
         assert_eq!(p.disk_type, DiskType::Fixed);
         assert_eq!(p.current_size, 1 << 20);
         f[100] ^= 1;
         let e = Footer::parse(&f, 4096).unwrap_err().to_string();
         assert!(e.contains("vhd") && e.contains("4096"), "{e}");
+        Ok(())
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! followed by the block's data. Differencing disks are refused, naming the
 //! parent they would need.
 
+// `% n == 0` rather than `is_multiple_of`: the workspace supports Rust 1.85.
+#![allow(clippy::manual_is_multiple_of)]
+
 mod bat;
 pub(crate) mod blocks;
 mod dynamic_header;

@@ -164,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn skips_sector_bitmap_entries_and_maps_states() {
+    fn skips_sector_bitmap_entries_and_maps_states() -> crate::Result<()> {
         // Chunk ratio 2: entries are p0 p1 sb0 p2 p3 sb1 p4.
         let states = [
             6 | (5 << 20),
@@ -180,15 +180,15 @@ mod tests {
             offset: 0,
             length: 56,
         };
-        let bat = Bat::new(Arc::new(MemSource(t)), region, 2, 5).unwrap();
-        assert_eq!(bat.block(0).unwrap(), Block::At(5 << 20));
-        assert_eq!(bat.block(1).unwrap(), Block::Zero);
-        assert_eq!(bat.block(2).unwrap(), Block::At(7 << 20));
+        let bat = Bat::new(Arc::new(MemSource(t)), region, 2, 5)?;
+        assert_eq!(bat.block(0)?, Block::At(5 << 20));
+        assert_eq!(bat.block(1)?, Block::Zero);
+        assert_eq!(bat.block(2)?, Block::At(7 << 20));
         assert!(matches!(bat.block(3), Err(Error::Unsupported { .. })));
         let e = bat.block(4).unwrap_err().to_string();
         assert!(e.contains("offset 48"), "{e}");
         assert!(bat.block(5).is_err());
-        assert_eq!(bat.present_blocks().unwrap(), 2);
+        assert_eq!(bat.present_blocks()?, 2);
         assert!(Bat::new(
             Arc::new(MemSource(vec![])),
             Region {
@@ -199,5 +199,6 @@ mod tests {
             5
         )
         .is_err());
+        Ok(())
     }
 }

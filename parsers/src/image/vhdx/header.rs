@@ -81,17 +81,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn picks_valid_header_with_higher_sequence() {
+    fn picks_valid_header_with_higher_sequence() -> crate::Result<()> {
         let a = Header::parse(&sample(5, [0; 16]), 65536);
         let b = Header::parse(&sample(6, [1; 16]), 131072);
-        let h = Header::current(a, b).unwrap();
+        let h = Header::current(a, b)?;
         assert_eq!((h.sequence, h.at, h.log_guid), (6, 131072, [1; 16]));
         let mut bad = sample(9, [0; 16]);
         bad[200] = 1;
         let a = Header::parse(&sample(5, [0; 16]), 65536);
         let e = Header::parse(&bad, 131072);
         assert!(e.as_ref().unwrap_err().to_string().contains("131076"));
-        assert_eq!(Header::current(a, e).unwrap().sequence, 5);
+        assert_eq!(Header::current(a, e)?.sequence, 5);
         assert!(Header::current(Header::parse(&bad, 0), Header::parse(&bad, 1)).is_err());
+        Ok(())
     }
 }

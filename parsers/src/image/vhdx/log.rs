@@ -361,22 +361,23 @@ mod tests {
     }
 
     #[test]
-    fn overlay_later_writes_win_and_split() {
+    fn overlay_later_writes_win_and_split() -> std::io::Result<()> {
         let mut o = overlay(100);
         o.write(10, 30, Some(vec![2; 20]));
         o.write(20, 25, None);
         o.write(28, 120, Some(vec![3; 92]));
         let mut buf = vec![9; 200];
-        assert_eq!(o.read_at(0, &mut buf).unwrap(), 120);
+        assert_eq!(o.read_at(0, &mut buf)?, 120);
         assert_eq!(&buf[..10], &[1; 10]);
         assert_eq!(&buf[10..20], &[2; 10]);
         assert_eq!(&buf[20..25], &[0; 5]);
         assert_eq!(&buf[25..28], &[2; 3]);
         assert_eq!(&buf[28..120], &[3; 92]);
         let mut b = [0u8; 4];
-        o.read_at(23, &mut b).unwrap();
+        o.read_at(23, &mut b)?;
         assert_eq!(b, [0, 0, 2, 2]);
         assert_eq!(o.extents(), 4);
+        Ok(())
     }
 
     fn entry(seq: u64, tail: u32, guid: [u8; 16], target: u64, fill: u8) -> Vec<u8> {

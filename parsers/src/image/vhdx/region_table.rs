@@ -144,8 +144,8 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn finds_regions_and_refuses_unknown_required() {
-        let r = RegionTable::parse(&sample(None), 0).unwrap();
+    fn finds_regions_and_refuses_unknown_required() -> crate::Result<()> {
+        let r = RegionTable::parse(&sample(None), 0)?;
         assert_eq!(
             r.bat,
             Region {
@@ -160,5 +160,6 @@ pub(crate) mod tests {
         let mut bad = sample(None);
         bad[1000] = 1;
         assert!(RegionTable::parse(&bad, 0).is_err());
+        Ok(())
     }
 }
