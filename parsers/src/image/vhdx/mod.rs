@@ -104,9 +104,9 @@ fn read_vec(file: &dyn ReadAt, at: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Opens a VHDX recognised by [`probe`].
-pub fn open(path: &Path, file: Source) -> Result<Image> {
-    let _ = path;
+/// Opens a VHDX recognised by [`probe`]. `_path` will locate the parent of
+/// a differencing disk once chains are read.
+pub fn open(_path: &Path, file: Source) -> Result<Image> {
     let file_bytes = file.size();
     let [h1, h2] = HEADER_OFFSETS
         .map(|at| read_vec(&*file, at, HEADER_SIZE).and_then(|b| Header::parse(&b, at)));
