@@ -3,6 +3,8 @@
 //! Formats are found by content, never by file name.
 
 mod raw;
+pub mod vhd;
+pub mod vhdx;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,5 +32,11 @@ pub fn open(path: &Path) -> Result<Image> {
     let file = FileSource::open(path).map_err(|e| Error::io("image", 0, e))?;
     let file_bytes = crate::ReadAt::size(&file);
     let file: Source = Arc::new(file);
+    if vhdx::probe(&*file) {
+        return vhdx::open(path, file);
+    }
+    if vhd::probe(&*file) {
+        return vhd::open(path, file);
+    }
     raw::open(file, file_bytes)
 }

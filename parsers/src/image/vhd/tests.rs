@@ -1,0 +1,347 @@
+//! VHD reader tests: images made by qemu-img and by a small test-only
+//! writer, compared byte for byte with what qemu-img itself reads.
+//!
+//! Helpers here are shared with the VHDX tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::image::{self, Image};
+use crate::ReadAt;
+
+/// Seeded xorshift64: deterministic test data and choices.
+pub(crate) struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Whether `tool` runs; when it does not, fail under CI (a missing tool must
+/// not silently pass there) and skip otherwise.
+pub(crate) fn have(tool: &str, arg: &str) -> bool {
+    let ok = Command::new(tool).arg(arg).output().is_ok();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is required when CI is set"
+        );
+        eprintln!("skipping: {tool} not installed");
+    }
+    ok
+}
+
+pub(crate) fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A raw disk of `size` bytes with data runs, unwritten holes and written
+/// zero runs of varied, sector-aligned lengths, from `seed`.
+pub(crate) fn pattern(size: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed);
+    let mut v = vec![0u8; size];
+    let mut pos = 0;
+    while pos < size {
+        let len = ((1 + rng.below(6 << 11)) as usize * 512).min(size - pos);
+        if rng.below(3) == 0 {
+            for chunk in v[pos..pos + len].chunks_mut(8) {
+                let r = rng.next().to_le_bytes();
+                chunk.copy_from_slice(&r[..chunk.len()]);
+            }
+        }
+        pos += len;
+    }
+    v
+}
+
+/// Writes `data` to `dir/name`.
+pub(crate) fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// What qemu-img reads from `image` (format `fmt`), as raw bytes.
+pub(crate) fn qemu_raw(dir: &Path, image: &Path, fmt: &str) -> Vec<u8> {
+    let out = dir.join("qemu-out.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", fmt, "-O", "raw"])
+        .arg(image)
+        .arg(&out));
+    std::fs::read(out).unwrap()
+}
+
+/// Reads the whole disk in odd-sized pieces.
+pub(crate) fn read_all(disk: &dyn ReadAt) -> Vec<u8> {
+    let mut v = vec![0u8; disk.size() as usize];
+    let step = (3 << 20) + 4097;
+    let mut at = 0;
+    while at < v.len() {
+        let n = step.min(v.len() - at);
+        disk.read_exact_at(at as u64, &mut v[at..at + n]).unwrap();
+        at += n;
+    }
+    v
+}
+
+/// Random unaligned reads, many across block boundaries, equal `want`.
+pub(crate) fn random_reads(disk: &dyn ReadAt, want: &[u8], block: u64, seed: u64) {
+    let mut rng = Rng(seed);
+    let mut buf = vec![0u8; (3 * block) as usize + 1];
+    for _ in 0..300 {
+        let off = if rng.below(2) == 0 {
+            // Near a block boundary.
+            let b = rng.below(want.len() as u64 / block + 1) * block;
+            b.saturating_sub(rng.below(4096)).min(want.len() as u64)
+        } else {
+            rng.below(want.len() as u64)
+        };
+        let len = (rng.below(buf.len() as u64) as usize).min(want.len() - off as usize);
+        disk.read_exact_at(off, &mut buf[..len]).unwrap();
+        assert!(
+            buf[..len] == want[off as usize..off as usize + len],
+            "read {len} at {off}"
+        );
+    }
+}
+
+pub(crate) fn detail<'a>(img: &'a Image, key: &str) -> &'a str {
+    img.details
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no detail {key}"))
+}
+
+fn qemu_case(opts: &str, seed: u64) {
+    if !have("qemu-img", "--version") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = write(dir.path(), "in.raw", &pattern((37 << 20) + 512 * 3, seed));
+    let vhd = dir.path().join("t.vhd");
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "vpc", "-o", opts])
+        .arg(&raw)
+        .arg(&vhd));
+    let want = qemu_raw(dir.path(), &vhd, "vpc");
+    let img = image::open(&vhd).unwrap();
+    assert_eq!(img.format, "vhd");
+    assert_eq!(img.disk.size(), want.len() as u64);
+    assert!(read_all(&*img.disk) == want);
+    let block = if opts.contains("fixed") {
+        assert_eq!(detail(&img, "subformat"), "fixed");
+        2 << 20
+    } else {
+        assert_eq!(detail(&img, "subformat"), "dynamic");
+        detail(&img, "block_size").parse().unwrap()
+    };
+    random_reads(&*img.disk, &want, block, seed);
+}
+
+#[test]
+fn qemu_dynamic() {
+    qemu_case("subformat=dynamic", 1);
+}
+
+#[test]
+fn qemu_dynamic_force_size() {
+    qemu_case("subformat=dynamic,force_size=on", 2);
+}
+
+#[test]
+fn qemu_fixed() {
+    qemu_case("subformat=fixed", 3);
+}
+
+#[test]
+fn qemu_fixed_force_size() {
+    qemu_case("subformat=fixed,force_size=on", 4);
+}
+
+/// A dynamic (or differencing) VHD of `data` with `block`-byte blocks, made
+/// as the specification lays it out; blocks of zeros are left unallocated.
+pub(crate) fn build_vhd(data: &[u8], block: u32, disk_type: u32) -> Vec<u8> {
+    use super::footer::checksum;
+    let blocks = data.len().div_ceil(block as usize);
+    let mut footer = vec![0u8; 512];
+    footer[..8].copy_from_slice(b"conectix");
+    footer[8..12].copy_from_slice(&2u32.to_be_bytes());
+    footer[12..16].copy_from_slice(&0x0001_0000u32.to_be_bytes());
+    footer[16..24].copy_from_slice(&512u64.to_be_bytes());
+    // "win ": qemu then sizes the disk from current_size, as we do.
+    footer[28..32].copy_from_slice(b"win ");
+    footer[40..48].copy_from_slice(&(data.len() as u64).to_be_bytes());
+    footer[48..56].copy_from_slice(&(data.len() as u64).to_be_bytes());
+    footer[56..60].copy_from_slice(&0xFFFF_10FFu32.to_be_bytes());
+    footer[60..64].copy_from_slice(&disk_type.to_be_bytes());
+    let c = checksum(&footer, 64);
+    footer[64..68].copy_from_slice(&c.to_be_bytes());
+
+    let bat_at = 1536usize;
+    let bat_len = (blocks * 4).div_ceil(512) * 512;
+    let locator_at = bat_at + bat_len;
+    let mut file = footer.clone();
+    file.resize(locator_at + 512, 0);
+    let mut h = vec![0u8; 1024];
+    h[..8].copy_from_slice(b"cxsparse");
+    h[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
+    h[16..24].copy_from_slice(&(bat_at as u64).to_be_bytes());
+    h[24..28].copy_from_slice(&0x0001_0000u32.to_be_bytes());
+    h[28..32].copy_from_slice(&(blocks as u32).to_be_bytes());
+    h[32..36].copy_from_slice(&block.to_be_bytes());
+    for (i, c) in "base.vhd".encode_utf16().enumerate() {
+        h[64 + 2 * i..66 + 2 * i].copy_from_slice(&c.to_be_bytes());
+    }
+    let path: Vec<u8> = ".\\base.vhd"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    h[576..580].copy_from_slice(b"W2ru");
+    h[580..584].copy_from_slice(&1u32.to_be_bytes());
+    h[584..588].copy_from_slice(&(path.len() as u32).to_be_bytes());
+    h[592..600].copy_from_slice(&(locator_at as u64).to_be_bytes());
+    file[locator_at..locator_at + path.len()].copy_from_slice(&path);
+    let c = checksum(&h, 36);
+    h[36..40].copy_from_slice(&c.to_be_bytes());
+    file[512..1536].copy_from_slice(&h);
+    let bitmap = ((block as usize / 512).div_ceil(8)).div_ceil(512) * 512;
+    for (i, chunk) in data.chunks(block as usize).enumerate() {
+        let entry = if chunk.iter().all(|&b| b == 0) {
+            u32::MAX
+        } else {
+            let sector = (file.len() / 512) as u32;
+            file.resize(file.len() + bitmap, 0xFF);
+            file.extend_from_slice(chunk);
+            file.resize(file.len() + (block as usize - chunk.len()), 0);
+            sector
+        };
+        file[bat_at + 4 * i..bat_at + 4 * i + 4].copy_from_slice(&entry.to_be_bytes());
+    }
+    file.extend_from_slice(&footer);
+    file
+}
+
+fn built_case(block: u32, seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let want = pattern((41 << 20) + 512 * 3, seed);
+    let path = write(dir.path(), "b.vhd", &build_vhd(&want, block, 3));
+    let img = image::open(&path).unwrap();
+    assert_eq!(detail(&img, "block_size"), block.to_string());
+    assert_eq!(img.disk.size(), want.len() as u64);
+    assert!(read_all(&*img.disk) == want);
+    random_reads(&*img.disk, &want, u64::from(block), seed);
+    if have("qemu-img", "--version") {
+        assert!(qemu_raw(dir.path(), &path, "vpc") == want);
+    }
+    if have("vhdiinfo", "-V") {
+        let out = run(Command::new("vhdiinfo").arg(&path));
+        assert!(out.contains(&format!("({} bytes)", want.len())), "{out}");
+    }
+}
+
+#[test]
+fn built_512k_blocks() {
+    built_case(512 << 10, 31);
+}
+
+#[test]
+fn built_32m_blocks() {
+    built_case(32 << 20, 32);
+}
+
+#[test]
+fn differencing_vhd_names_its_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "d.vhd",
+        &build_vhd(&pattern(4 << 20, 1), 2 << 20, 4),
+    );
+    let e = image::open(&path).err().unwrap();
+    assert!(matches!(e.root(), crate::Error::Unsupported { .. }), "{e}");
+    let s = e.to_string();
+    assert!(
+        s.contains("\"base.vhd\"") && s.contains("W2ru: .\\base.vhd"),
+        "{s}"
+    );
+}
+
+#[test]
+fn damaged_primary_footer_falls_back_to_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = pattern(6 << 20, 9);
+    let mut vhd = build_vhd(&want, 2 << 20, 3);
+    let n = vhd.len();
+    vhd[n - 512 + 48] ^= 0x40; // current size, so the checksum fails
+    let path = write(dir.path(), "f.vhd", &vhd);
+    let img = image::open(&path).unwrap();
+    assert!(
+        img.notes.iter().any(|n| n.contains("copy at offset 0")),
+        "{:?}",
+        img.notes
+    );
+    assert!(read_all(&*img.disk) == want);
+}
+
+#[test]
+fn bat_entry_past_end_fails_only_that_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = pattern(8 << 20, 10);
+    let mut vhd = build_vhd(&want, 2 << 20, 3);
+    // Point block 1 far past the end of the file.
+    vhd[1536 + 4..1536 + 8].copy_from_slice(&0x0100_0000u32.to_be_bytes());
+    let path = write(dir.path(), "p.vhd", &vhd);
+    let img = image::open(&path).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let e = img
+        .disk
+        .read_exact_at(2 << 20, &mut buf)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("image offset {}", 0x0100_0000u64 * 512 + 512)),
+        "{e}"
+    );
+    for at in [0u64, 4 << 20, 6 << 20] {
+        if want[at as usize..at as usize + 4096]
+            .iter()
+            .any(|&b| b != 0)
+            || at == 0
+        {
+            img.disk.read_exact_at(at, &mut buf).unwrap();
+            assert!(buf[..] == want[at as usize..at as usize + 4096]);
+        }
+    }
+}
+
+#[test]
+fn raw_disk_ending_in_a_footer_is_not_a_fixed_vhd() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = vec![0u8; 1 << 20];
+    // A valid fixed-disk footer whose size does not account for the file.
+    let footer = super::footer::tests::sample(2, 4096);
+    raw[(1 << 20) - 512..].copy_from_slice(&footer);
+    let path = write(dir.path(), "r.img", &raw);
+    assert_eq!(image::open(&path).unwrap().format, "raw");
+    let mut fixed = vec![7u8; 4096];
+    fixed.extend_from_slice(&footer);
+    let path = write(dir.path(), "f.vhd", &fixed);
+    let img = image::open(&path).unwrap();
+    assert_eq!((img.format, img.disk.size()), ("vhd", 4096));
+}
