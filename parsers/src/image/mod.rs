@@ -2,6 +2,7 @@
 //!
 //! Formats are found by content, never by file name.
 
+pub mod qcow2;
 mod raw;
 
 use std::path::Path;
@@ -30,5 +31,8 @@ pub fn open(path: &Path) -> Result<Image> {
     let file = FileSource::open(path).map_err(|e| Error::io("image", 0, e))?;
     let file_bytes = crate::ReadAt::size(&file);
     let file: Source = Arc::new(file);
+    if qcow2::probe(&*file) {
+        return qcow2::open(path, file);
+    }
     raw::open(file, file_bytes)
 }
