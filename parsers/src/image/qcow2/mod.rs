@@ -268,7 +268,18 @@ impl Qcow2Disk {
     /// virtual size.
     fn read_into(&self, mut pos: u64, mut buf: &mut [u8]) -> Result<()> {
         while !buf.is_empty() {
-            let (run, len) = self.map_run(pos, buf.len() as u64)?;
+            let want = buf.len() as u64;
+            let (run, mut len) = self.map_run(pos, want)?;
+            if let Run::Data(host) = run {
+                // map_run stops at L2 table ends; data often goes on
+                // contiguously in the next table, so keep the one read.
+                while len < want {
+                    match self.map_run(pos + len, want - len) {
+                        Ok((Run::Data(h), n)) if h == host + len => len += n,
+                        _ => break,
+                    }
+                }
+            }
             // len <= buf.len() by construction, and > 0.
             let (head, tail) = std::mem::take(&mut buf).split_at_mut(len as usize);
             match run {
@@ -434,7 +445,8 @@ fn refuse_unsupported(path: &Path, h: &Header, ext: &Extensions, file: &dyn Read
             ),
         ));
     }
-    if h.backing_file_offset != 0 {
+    // qemu reads an empty name as no backing file.
+    if h.backing_file_offset != 0 && h.backing_file_size != 0 {
         // The spec caps names at 1023 bytes.
         let len = h.backing_file_size.min(1023) as usize;
         let mut name = vec![0u8; len];

@@ -173,9 +173,9 @@ impl L2Entry {
         }
     }
 
-    /// Decodes a compressed cluster descriptor: with x = 62 - (cluster_bits
-    /// - 8), bits 0..x are the host offset and bits x..62 the number of
-    /// 512-byte sectors after the one holding the offset.
+    /// Decodes a compressed cluster descriptor: with x = 62 minus
+    /// (cluster_bits - 8), bits 0..x are the host offset and bits x..62 the
+    /// number of 512-byte sectors after the one holding the offset.
     fn compressed(self, geo: Geometry) -> Compressed {
         let shift = 62 - (geo.cluster_bits - 8);
         let host = self.word & ((1u64 << shift) - 1);

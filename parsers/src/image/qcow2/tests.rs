@@ -241,6 +241,17 @@ fn converted_images_match_qemu() {
         // The pattern itself, not only qemu's view of it.
         let got = read_all(&*image.disk);
         assert!(got == std::fs::read(&raw).unwrap(), "{opts}");
+        if flags.contains(&"-c") {
+            let out = Command::new("qemu-img")
+                .args(["map", "--output=json", p(&img)])
+                .output()
+                .unwrap();
+            let map = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                map.contains("\"compressed\": true"),
+                "{opts}: nothing compressed"
+            );
+        }
     }
 }
 
@@ -495,6 +506,139 @@ fn entry_past_end_fails_only_its_cluster() {
     for c in (0..256u64).filter(|&c| c != 3) {
         disk.read_exact_at(c * 4096, &mut buf).unwrap();
         assert!(buf.iter().all(|&b| b == 0x77), "cluster {c}");
+    }
+}
+
+/// A compressed cluster's last sector may lie past the end of the file:
+/// the reader reads what exists. qemu pads its files, so stretch the
+/// descriptor of the last compressed cluster to the largest sector count.
+#[test]
+fn compressed_cluster_running_past_end_of_file() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = TempDir::new("overrun");
+    let raw = dir.join("text.raw");
+    std::fs::write(&raw, b"restorefs qcow2 ".repeat(1 << 16)).unwrap();
+    for kind in ["zlib", "zstd"] {
+        let img = dir.join("c.qcow2");
+        let opts = format!("cluster_size=4096,compression_type={kind}");
+        run(
+            "qemu-img",
+            &[
+                "convert",
+                "-c",
+                "-O",
+                "qcow2",
+                "-o",
+                &opts,
+                p(&raw),
+                p(&img),
+            ],
+        );
+        let mut bytes = std::fs::read(&img).unwrap();
+        let l2 = first_l2(&bytes) as usize;
+        // x = 62 - (12 - 8) = 58: offset in bits 0..58, 4 sector bits.
+        let (at, host) = (0..256)
+            .map(|i| {
+                let at = l2 + i * 8;
+                let e = u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+                assert!(e & 1 << 62 != 0, "cluster {i} not compressed");
+                (at, e & ((1 << 58) - 1))
+            })
+            .max_by_key(|&(_, host)| host)
+            .unwrap();
+        let stretched = 1u64 << 62 | 15 << 58 | host;
+        bytes[at..at + 8].copy_from_slice(&stretched.to_be_bytes());
+        let len = 16 * 512 - host % 512;
+        assert!(host + len > bytes.len() as u64, "{kind}: not at the end");
+        let (disk, _) = open_mem(bytes).unwrap();
+        assert!(read_all(&disk) == std::fs::read(&raw).unwrap(), "{kind}");
+    }
+}
+
+/// Counts positional reads, to check runs become single reads.
+struct Counting(MemSource, AtomicUsize);
+
+impl ReadAt for Counting {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        self.0.read_at(offset, buf)
+    }
+}
+
+#[test]
+fn contiguous_clusters_are_one_read() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = TempDir::new("runs");
+    let full = dir.join("full.raw");
+    std::fs::write(&full, vec![0x77u8; 1 << 20]).unwrap();
+    // qemu-img convert puts each L2 table before the clusters it maps;
+    // zeroing first allocates every L2 table up front, so data then runs
+    // on across tables (cut only by refcount blocks).
+    let converted = dir.join("converted.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "qcow2",
+            "-o",
+            "cluster_size=512",
+            p(&full),
+            p(&converted),
+        ],
+    );
+    let tables_first = dir.join("tables-first.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=512",
+            p(&tables_first),
+            "1M",
+        ],
+    );
+    run(
+        "qemu-io",
+        &[
+            "-c",
+            "write -z 0 1M",
+            "-c",
+            "write -P 0x77 0 1M",
+            p(&tables_first),
+        ],
+    );
+    for (img, max_runs) in [(converted, 32), (tables_first, 31)] {
+        let file = Arc::new(Counting(
+            MemSource(std::fs::read(&img).unwrap()),
+            AtomicUsize::new(0),
+        ));
+        let (disk, _) = Qcow2Disk::new(&img, file.clone()).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        disk.read_exact_at(0, &mut buf).unwrap();
+        let before = file.1.load(Ordering::Relaxed);
+        disk.read_exact_at(0, &mut buf).unwrap();
+        let reads = file.1.load(Ordering::Relaxed) - before;
+        assert!(buf.iter().all(|&b| b == 0x77));
+        // One read per host-contiguous run (2048 clusters, 32 L2 tables).
+        let out = Command::new("qemu-img")
+            .args(["map", "--output=json", p(&img)])
+            .output()
+            .unwrap();
+        let runs = String::from_utf8_lossy(&out.stdout)
+            .matches("\"data\": true")
+            .count();
+        assert!(runs <= max_runs, "{}: {runs} runs", img.display());
+        assert_eq!(reads, runs, "{}", img.display());
     }
 }
 
