@@ -85,33 +85,3 @@ fn unzstd(input: &[u8], out: &mut [u8], at: u64) -> Result<usize> {
     }
     Ok(outb.pos())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn raw_deflate_with_padding() {
-        let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
-        let mut enc =
-            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(&data).unwrap();
-        let mut z = enc.finish().unwrap();
-        z.extend_from_slice(&[0xAA; 300]);
-        let out = decompress(CompressionType::Zlib, &z, 4096, 0).unwrap();
-        assert_eq!(out, data);
-        assert!(decompress(CompressionType::Zlib, &z[..z.len() / 3], 4096, 9).is_err());
-        assert!(decompress(CompressionType::Zlib, &z, 8192, 9).is_err());
-    }
-
-    #[test]
-    fn zstd_with_padding() {
-        let data: Vec<u8> = (0..4096u32).map(|i| (i * 13 % 253) as u8).collect();
-        let mut z = zstd::bulk::compress(&data, 3).unwrap();
-        z.extend_from_slice(&[0; 100]);
-        let out = decompress(CompressionType::Zstd, &z, 4096, 0).unwrap();
-        assert_eq!(out, data);
-        assert!(decompress(CompressionType::Zstd, &z[..z.len() / 2], 4096, 9).is_err());
-    }
-}

@@ -642,6 +642,66 @@ fn contiguous_clusters_are_one_read() {
     }
 }
 
+#[test]
+fn compressed_descriptor_fields() {
+    let geo = Geometry {
+        cluster_bits: 16,
+        extended: false,
+    };
+    // x = 54: offset 0x12345 in bits 0..54, 3 extra sectors above.
+    let word: u64 = 1 << 62 | 3 << 54 | 0x12345;
+    let e = L2Entry::read(&word.to_be_bytes(), 0, geo).unwrap();
+    assert_eq!(
+        e.unit(0, geo, 0).unwrap(),
+        Unit::Compressed(Compressed {
+            host: 0x12345,
+            len: 4 * 512 - 0x145,
+        })
+    );
+}
+
+#[test]
+fn extended_l2_bitmaps() {
+    let geo = Geometry {
+        cluster_bits: 16,
+        extended: true,
+    };
+    // Subcluster 0 allocated, 1 zero, 2 both (invalid), 3 neither.
+    let bitmap: u64 = 0b101 | 0b110 << 32;
+    let mut entry = 0x30000u64.to_be_bytes().to_vec();
+    entry.extend_from_slice(&bitmap.to_be_bytes());
+    let e = L2Entry::read(&entry, 0, geo).unwrap();
+    assert_eq!(e.unit(0, geo, 0).unwrap(), Unit::Data(0x30000));
+    assert_eq!(e.unit(1, geo, 0).unwrap(), Unit::Zero);
+    assert!(e.unit(2, geo, 0).is_err());
+    assert_eq!(e.unit(3, geo, 0).unwrap(), Unit::Zero);
+    assert!(L2Entry::read(&entry, 1, geo).is_none());
+}
+
+#[test]
+fn raw_deflate_with_padding() {
+    use std::io::Write;
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&data).unwrap();
+    let mut z = enc.finish().unwrap();
+    z.extend_from_slice(&[0xAA; 300]);
+    let out = compressed::decompress(CompressionType::Zlib, &z, 4096, 0).unwrap();
+    assert_eq!(out, data);
+    assert!(compressed::decompress(CompressionType::Zlib, &z[..z.len() / 3], 4096, 9).is_err());
+    assert!(compressed::decompress(CompressionType::Zlib, &z, 8192, 9).is_err());
+}
+
+#[test]
+fn zstd_with_padding() {
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 13 % 253) as u8).collect();
+    let mut z = zstd::bulk::compress(&data, 3).unwrap();
+    z.extend_from_slice(&[0; 100]);
+    let out = compressed::decompress(CompressionType::Zstd, &z, 4096, 0).unwrap();
+    assert_eq!(out, data);
+    assert!(compressed::decompress(CompressionType::Zstd, &z[..z.len() / 2], 4096, 9).is_err());
+}
+
 /// Small images of every kind, for the mutation test.
 fn mutation_bases(dir: &TempDir) -> Vec<Vec<u8>> {
     let raw = dir.join("disk.raw");
