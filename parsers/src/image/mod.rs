@@ -2,6 +2,7 @@
 //!
 //! Formats are found by content, never by file name.
 
+pub mod qcow2;
 mod raw;
 pub mod vhd;
 pub mod vhdx;
@@ -32,6 +33,9 @@ pub fn open(path: &Path) -> Result<Image> {
     let file = FileSource::open(path).map_err(|e| Error::io("image", 0, e))?;
     let file_bytes = crate::ReadAt::size(&file);
     let file: Source = Arc::new(file);
+    if qcow2::probe(&*file) {
+        return qcow2::open(path, file);
+    }
     if vhdx::probe(&*file) {
         return vhdx::open(path, file);
     }
