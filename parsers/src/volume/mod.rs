@@ -109,7 +109,9 @@ fn add_lvm(disk: &Source, table: &mut Table) {
             v.lvm_pv = true;
         }
     }
-    table.notes.extend(scan.notes.into_iter().map(|n| format!("lvm: {n}")));
+    table
+        .notes
+        .extend(scan.notes.into_iter().map(|n| format!("lvm: {n}")));
     for lv in scan.lvs {
         table.volumes.push(Volume {
             name: lv.name,

@@ -40,7 +40,10 @@ pub(super) fn read(pv: &dyn ReadAt, name: &str, notes: &mut Vec<String>) -> Opti
     let got = read_prefix(pv, &mut buf);
     for sector in 0..LABEL_SCAN_SECTORS {
         let start = (sector * SECTOR) as usize;
-        let Some(sec) = buf.get(start..start + SECTOR as usize).filter(|_| start + 512 <= got) else {
+        let Some(sec) = buf
+            .get(start..start + SECTOR as usize)
+            .filter(|_| start + 512 <= got)
+        else {
             break;
         };
         if sec.get(..8) != Some(b"LABELONE".as_slice()) {
@@ -96,7 +99,9 @@ fn parse(sec: &[u8], sector: u64) -> Result<PvLabel, String> {
     if offset < LABEL_HEADER_LEN {
         return Err(format!("pv_header offset {offset} inside the label header"));
     }
-    let hdr = sec.get(offset..).ok_or("pv_header offset past the sector")?;
+    let hdr = sec
+        .get(offset..)
+        .ok_or("pv_header offset past the sector")?;
     let raw_uuid = hdr.get(..32).ok_or("pv_header truncated")?;
     let device_size = le64(hdr, 32).ok_or("pv_header truncated")?;
     let mut pos = 40;

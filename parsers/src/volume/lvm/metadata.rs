@@ -228,17 +228,18 @@ impl Parser<'_> {
         if self.peek() == Some(b'-') {
             self.pos += 1;
         }
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_digit() || c == b'.')
-        {
+        while self.peek().is_some_and(|c| c.is_ascii_digit() || c == b'.') {
             self.pos += 1;
         }
         let text = std::str::from_utf8(&self.s[start..self.pos]).unwrap_or("");
         if text.contains('.') {
-            text.parse().map(Value::Float).or_else(|_| self.err("bad number"))
+            text.parse()
+                .map(Value::Float)
+                .or_else(|_| self.err("bad number"))
         } else {
-            text.parse().map(Value::Int).or_else(|_| self.err("bad number"))
+            text.parse()
+                .map(Value::Int)
+                .or_else(|_| self.err("bad number"))
         }
     }
 }
@@ -289,7 +290,15 @@ contents = "Text Format Volume Group"
 
     #[test]
     fn refuses_bad_text_and_deep_nesting() {
-        for bad in [&b"a {"[..], b"a = ", b"a = [1, ", b"a = \"x", b"}", b"a b", b"a = [[1]]"] {
+        for bad in [
+            &b"a {"[..],
+            b"a = ",
+            b"a = [1, ",
+            b"a = \"x",
+            b"}",
+            b"a b",
+            b"a = [[1]]",
+        ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         let deep = "a {".repeat(10_000);

@@ -89,7 +89,8 @@ pub fn scan(volumes: &[(String, Source)]) -> LvmScan {
             let top = match metadata::parse(&t.text) {
                 Ok(top) => top,
                 Err(e) => {
-                    out.notes.push(format!("{what}: metadata text: {e}; copy skipped"));
+                    out.notes
+                        .push(format!("{what}: metadata text: {e}; copy skipped"));
                     continue;
                 }
             };
@@ -99,7 +100,8 @@ pub fn scan(volumes: &[(String, Source)]) -> LvmScan {
                 continue;
             };
             let (Some(id), Some(seqno)) = (vg.str("id"), vg.int("seqno")) else {
-                out.notes.push(format!("{what}: VG {vg_name} lacks id or seqno"));
+                out.notes
+                    .push(format!("{what}: VG {vg_name} lacks id or seqno"));
                 continue;
             };
             let copy = VgCopy {
@@ -144,7 +146,9 @@ fn read_vg(copy: &VgCopy, found: &[FoundPv], out: &mut LvmScan) {
         .filter(|&n| n > 0)
         .and_then(|n| n.checked_mul(SECTOR));
     let Some(extent) = extent else {
-        out.notes.push(format!("VG {vg_name}: bad extent_size; its LVs are skipped"));
+        out.notes.push(format!(
+            "VG {vg_name}: bad extent_size; its LVs are skipped"
+        ));
         return;
     };
     let mut pvs = HashMap::new();
@@ -201,12 +205,15 @@ fn read_vg(copy: &VgCopy, found: &[FoundPv], out: &mut LvmScan) {
     for lv in segments::logical_volumes(vg, &pvs, extent) {
         let name = dm_name(vg_name, &lv.lv);
         if !valid_name(vg_name) || !valid_name(&lv.lv) {
-            out.unsupported
-                .push((name.escape_default().to_string(), "invalid VG or LV name".into()));
+            out.unsupported.push((
+                name.escape_default().to_string(),
+                "invalid VG or LV name".into(),
+            ));
             continue;
         }
         if out.lvs.iter().any(|l| l.name == name) {
-            out.unsupported.push((name, "a second LV with this name".into()));
+            out.unsupported
+                .push((name, "a second LV with this name".into()));
             continue;
         }
         if let Some(n) = lv.note {

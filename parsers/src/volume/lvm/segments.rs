@@ -44,7 +44,11 @@ struct Seg {
 
 /// Builds every visible LV of `vg` (the VG section) whose PVs are in `pvs`
 /// (keyed by the metadata's `pv0`, `pv1`...). `extent` is in bytes.
-pub(super) fn logical_volumes(vg: &Section, pvs: &HashMap<String, VgPv>, extent: u64) -> Vec<LvOut> {
+pub(super) fn logical_volumes(
+    vg: &Section,
+    pvs: &HashMap<String, VgPv>,
+    extent: u64,
+) -> Vec<LvOut> {
     let Some(lvs) = vg.section("logical_volumes") else {
         return Vec::new();
     };
@@ -146,7 +150,11 @@ fn parse_seg(s: &Section) -> Result<Seg, String> {
     if stripe_count == 0 || stripe_count > MAX_STRIPES as u64 {
         return Err(format!("stripe_count {stripe_count}"));
     }
-    let stripe_size = if stripe_count > 1 { num("stripe_size")? } else { 0 };
+    let stripe_size = if stripe_count > 1 {
+        num("stripe_size")?
+    } else {
+        0
+    };
     let list = match s.value("stripes") {
         Some(Value::Array(a)) => a,
         _ => return Err("missing stripes".into()),
@@ -180,12 +188,17 @@ fn map_seg(
     note: &mut Option<String>,
 ) -> Result<Source, String> {
     let n = seg.stripes.len() as u64;
-    if seg.count % n != 0 {
-        return Err(format!("{} extents do not split into {n} stripes", seg.count));
+    if seg.count.checked_rem(n) != Some(0) {
+        return Err(format!(
+            "{} extents do not split into {n} stripes",
+            seg.count
+        ));
     }
     // Each stripe holds an equal share of the segment's extents.
     let area_len = seg.count / n;
-    let area_bytes = area_len.checked_mul(extent).ok_or("segment size overflows")?;
+    let area_bytes = area_len
+        .checked_mul(extent)
+        .ok_or("segment size overflows")?;
     let mut areas: Vec<Source> = Vec::new();
     for (key, pe) in &seg.stripes {
         let pv = pvs
@@ -207,7 +220,9 @@ fn map_seg(
             .checked_mul(extent)
             .and_then(|o| o.checked_add(pv.pe_start))
             .ok_or("extent offset overflows")?;
-        let end = offset.checked_add(area_bytes).ok_or("extent end overflows")?;
+        let end = offset
+            .checked_add(area_bytes)
+            .ok_or("extent end overflows")?;
         if end > src.size() && note.is_none() {
             *note = Some(format!(
                 "{key} ends at byte {} but the LV reaches byte {end}; the rest reads short",
@@ -225,7 +240,7 @@ fn map_seg(
         .filter(|&c| c > 0)
         .ok_or("bad stripe_size")?;
     // dm-stripe needs whole chunks in every stripe.
-    if area_bytes % chunk != 0 {
+    if area_bytes.checked_rem(chunk) != Some(0) {
         return Err(format!(
             "stripe of {area_bytes} bytes is not a whole number of {chunk}-byte chunks"
         ));
