@@ -33,6 +33,16 @@ fn have(tool: &str) -> bool {
 fn generated() -> Option<&'static PathBuf> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/volume/lvm/testdata");
+        let script = here.join("make-lvm-disk.sh");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testimages/cache/lvm");
+        let fresh = |p: &Path| {
+            let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            matches!((m(p), m(&script)), (Some(a), Some(b)) if a >= b)
+        };
+        if fresh(&dir.join("stamp")) {
+            return Some(dir);
+        }
         let tools = [
             "pvcreate",
             "vgcreate",
@@ -57,24 +67,15 @@ fn generated() -> Option<&'static PathBuf> {
             eprintln!("SKIPPED: {why}");
             return None;
         }
-        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/volume/lvm/testdata");
-        let script = here.join("make-lvm-disk.sh");
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testimages/cache/lvm");
-        let fresh = |p: &Path| {
-            let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            matches!((m(p), m(&script)), (Some(a), Some(b)) if a >= b)
-        };
-        if !fresh(&dir.join("stamp")) {
-            let out = Command::new(&script)
-                .arg(&dir)
-                .output()
-                .expect("run make-lvm-disk.sh");
-            assert!(
-                out.status.success(),
-                "make-lvm-disk.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let out = Command::new(&script)
+            .arg(&dir)
+            .output()
+            .expect("run make-lvm-disk.sh");
+        assert!(
+            out.status.success(),
+            "make-lvm-disk.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Some(dir)
     })
     .as_ref()
