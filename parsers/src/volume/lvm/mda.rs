@@ -60,6 +60,13 @@ fn read_inner(pv: &dyn ReadAt, area: Area) -> Result<Option<MdaText>, String> {
             area.offset
         ));
     }
+    // pvcreate records the same size in the label and the area header.
+    if area.size != 0 && size != area.size {
+        return Err(format!(
+            "metadata area header says {size} bytes, the label says {}",
+            area.size
+        ));
+    }
     if size <= MDA_HEADER_LEN {
         return Err(format!("metadata area size {size} too small"));
     }

@@ -176,6 +176,7 @@ fn read_vg(copy: &VgCopy, found: &[FoundPv], out: &mut LvmScan) {
                         source: None,
                         pe_start: 0,
                         pe_count: 0,
+                        dev_size: 0,
                         missing_why,
                     },
                 );
@@ -197,6 +198,9 @@ fn read_vg(copy: &VgCopy, found: &[FoundPv], out: &mut LvmScan) {
                     source: matching.first().map(|f| f.source.clone()),
                     pe_start,
                     pe_count,
+                    dev_size: matching
+                        .first()
+                        .map_or(0, |f| f.label.device_size.max(f.source.size())),
                     missing_why,
                 },
             );

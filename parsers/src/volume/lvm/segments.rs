@@ -21,6 +21,9 @@ pub(super) struct VgPv {
     /// First extent's byte offset in the PV.
     pub pe_start: u64,
     pub pe_count: u64,
+    /// The PV's size as its label records it (or its bytes here, if more):
+    /// no extent may lie past it.
+    pub dev_size: u64,
     pub missing_why: Option<String>,
 }
 
@@ -223,6 +226,12 @@ fn map_seg(
         let end = offset
             .checked_add(area_bytes)
             .ok_or("extent end overflows")?;
+        if end > pv.dev_size {
+            return Err(format!(
+                "extents {pe}..{end_pe} end at byte {end}, past the {} bytes of {key}",
+                pv.dev_size
+            ));
+        }
         if end > src.size() && note.is_none() {
             *note = Some(format!(
                 "{key} ends at byte {} but the LV reaches byte {end}; the rest reads short",

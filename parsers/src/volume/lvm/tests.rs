@@ -447,6 +447,27 @@ fn unsupported_and_inconsistent_lvs_are_listed_not_read() {
         assert!(reason(&s, &dm).contains(why), "{lv}: {:?}", s.unsupported);
     }
 
+    // pe_count raised past the PV's size: the extents are refused anyway.
+    let s = edited(
+        dir,
+        |t| {
+            let pv0 = block(&t, "pv0", 0);
+            let inner = t[pv0.clone()].replacen("pe_count = 18", "pe_count = 100000", 1);
+            let mut t = t;
+            t.replace_range(pv0, &inner);
+            let lv = block(&t, "lin-ear", 0);
+            let inner = t[lv.clone()].replacen("\"pv0\", 0", "\"pv0\", 90000", 1);
+            t.replace_range(lv, &inner);
+            t
+        },
+        None,
+    );
+    assert!(
+        reason(&s, "lin--ear").contains("past the 20971520 bytes of pv0"),
+        "{:?}",
+        s.unsupported
+    );
+
     // A snapshot whose exception store is lin-ear: its bytes are COW chunks.
     let s = edited(
         dir,
