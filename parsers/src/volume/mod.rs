@@ -93,19 +93,24 @@ pub fn scan(disk: &Source) -> Result<Table> {
 /// Appends the LVs of the PVs among `table`'s volumes (or the whole disk when
 /// there is no table) and marks those PVs.
 fn add_lvm(disk: &Source, table: &mut Table) {
-    let candidates: Vec<(String, Source)> = if table.volumes.is_empty() {
-        vec![("disk".into(), disk.clone())]
+    // A volume with a filesystem is not a PV, whatever stale label it
+    // carries; extended partitions are containers.
+    let (index, candidates): (Vec<usize>, Vec<(String, Source)>) = if table.volumes.is_empty() {
+        [(usize::MAX, ("disk".to_string(), disk.clone()))]
+            .into_iter()
+            .unzip()
     } else {
         table
             .volumes
             .iter()
-            .map(|v| (v.name.clone(), v.source.clone()))
-            .collect()
+            .enumerate()
+            .filter(|(_, v)| !v.container && crate::fs::probe(&v.source).is_none())
+            .map(|(i, v)| (i, (v.name.clone(), v.source.clone())))
+            .unzip()
     };
     let scan = lvm::scan(&candidates);
-    for &i in &scan.pvs {
-        // Extended partitions are containers, not PVs.
-        if let Some(v) = table.volumes.get_mut(i).filter(|v| !v.container) {
+    for &c in &scan.pvs {
+        if let Some(v) = index.get(c).and_then(|&i| table.volumes.get_mut(i)) {
             v.lvm_pv = true;
         }
     }

@@ -589,3 +589,24 @@ fn mutated_lvm_never_panics() {
         }
     }
 }
+
+#[test]
+fn filesystem_over_a_stale_label_is_not_a_pv() {
+    let Some(dir) = generated() else { return };
+    let mut img = file(dir, "disk.img");
+    // An ext4 made over p2 later, its unused boot block still holding the
+    // old label.
+    let label = img[P2 + 512..P2 + 1024].to_vec();
+    let fs = file(dir, &format!("{VG}-multi.fs"));
+    img[P2..P2 + fs.len()].copy_from_slice(&fs);
+    img[P2 + 512..P2 + 1024].copy_from_slice(&label);
+    let t = volume::scan(&mem(img)).unwrap();
+    let pv: Vec<_> = t
+        .volumes
+        .iter()
+        .map(|v| (v.name.as_str(), v.lvm_pv))
+        .collect();
+    assert_eq!(pv[..3], [("p1", false), ("p2", false), ("p3", true)]);
+    // Every LV has extents on pv0 (p2), which is gone.
+    assert_eq!(t.volumes.len(), 3, "{:?}", t.notes);
+}
