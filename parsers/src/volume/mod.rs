@@ -45,8 +45,9 @@ impl Scheme {
 /// One partition of a disk.
 #[derive(Clone)]
 pub struct Volume {
-    /// `p<N>`, N as Linux numbers it.
+    /// `p<N>`, N as Linux numbers it; `<vg>-<lv>` for an LVM LV.
     pub name: String,
+    /// 0 for an LVM LV.
     pub number: u32,
     /// Byte offset on the disk; 0 for an LVM logical volume, whose extents
     /// may lie anywhere.
