@@ -262,25 +262,6 @@ impl RestoreTree {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ino_round_trips() {
-        for n in [
-            Node::Root,
-            Node::Raw(0),
-            Node::Raw(7),
-            Node::Fs(0, 5),
-            Node::Fs(3, 1 << 40),
-        ] {
-            assert_eq!(Node::from_ino(n.ino()), Some(n));
-        }
-        assert_eq!(Node::from_ino(0), None);
-    }
-}
-
 fn volumes_readable(volumes: &[TreeVolume]) -> bool {
     volumes.first().is_some_and(|v| v.fs().is_some())
 }
@@ -300,5 +281,24 @@ fn synthetic_stat(kind: FileType, size: u64, mode: u32, nlink: u32) -> Stat {
         mtime: Timespec::default(),
         ctime: Timespec::default(),
         crtime: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ino_round_trips() {
+        for n in [
+            Node::Root,
+            Node::Raw(0),
+            Node::Raw(7),
+            Node::Fs(0, 5),
+            Node::Fs(3, 1 << 40),
+        ] {
+            assert_eq!(Node::from_ino(n.ino()), Some(n));
+        }
+        assert_eq!(Node::from_ino(0), None);
     }
 }

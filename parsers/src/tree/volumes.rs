@@ -26,7 +26,8 @@ pub struct TreeVolume {
 
 impl TreeVolume {
     pub(super) fn open(vol: &Volume) -> TreeVolume {
-        if vol.container {
+        // A PV holds LVs, not a filesystem: shown raw, never probed.
+        if vol.container || vol.lvm_pv {
             return TreeVolume {
                 name: vol.name.clone(),
                 partition: Some(vol.clone()),

@@ -94,6 +94,7 @@ pub(super) fn read(disk: &Source) -> Result<Option<Table>> {
                 part_label: Some(p.name.clone()).filter(|n| !n.is_empty()),
                 part_guid: Some(p.part_guid.to_string().to_uppercase()),
                 container: false,
+                lvm_pv: false,
                 source,
             });
         }

@@ -55,6 +55,7 @@ pub(super) fn read(disk: &Source) -> Result<Table> {
             part_label: None,
             part_guid: None,
             container: entry.is_extended(),
+            lvm_pv: false,
             source,
         });
     }
@@ -116,6 +117,7 @@ fn walk_logical(
                 part_label: None,
                 part_guid: None,
                 container: false,
+                lvm_pv: false,
                 source,
             });
             number += 1;

@@ -7,6 +7,7 @@
 //! can still be read plus a note, never a panic.
 
 mod gpt;
+pub mod lvm;
 mod mbr;
 #[cfg(test)]
 mod tests;
@@ -44,10 +45,12 @@ impl Scheme {
 /// One partition of a disk.
 #[derive(Clone)]
 pub struct Volume {
-    /// `p<N>`, N as Linux numbers it.
+    /// `p<N>`, N as Linux numbers it; `<vg>-<lv>` for an LVM LV.
     pub name: String,
+    /// 0 for an LVM LV.
     pub number: u32,
-    /// Byte offset on the disk.
+    /// Byte offset on the disk; 0 for an LVM logical volume, whose extents
+    /// may lie anywhere.
     pub offset: u64,
     /// Length in bytes.
     pub size: u64,
@@ -60,6 +63,9 @@ pub struct Volume {
     /// An MBR extended partition: a container of logical partitions, listed
     /// in `info` but holding no filesystem of its own.
     pub container: bool,
+    /// An LVM2 physical volume: its logical volumes follow the partitions as
+    /// volumes of their own; the PV itself is only offered as raw bytes.
+    pub lvm_pv: bool,
     /// The volume's bytes.
     pub source: Source,
 }
@@ -74,10 +80,62 @@ pub struct Table {
 }
 
 /// Reads the partition table of `disk`; `Scheme::None` when there is none.
+/// LVM2 logical volumes on its partitions (or on the bare disk) follow the
+/// partitions, named `<vg>-<lv>`.
 pub fn scan(disk: &Source) -> Result<Table> {
     if crate::fs::probe(disk).is_some() {
         return Ok(Table::none());
     }
+    let mut table = scan_table(disk)?;
+    add_lvm(disk, &mut table);
+    Ok(table)
+}
+
+/// Appends the LVs of the PVs among `table`'s volumes (or the whole disk when
+/// there is no table) and marks those PVs.
+fn add_lvm(disk: &Source, table: &mut Table) {
+    // A volume with a filesystem is not a PV, whatever stale label it
+    // carries; extended partitions are containers.
+    let (index, candidates): (Vec<usize>, Vec<(String, Source)>) = if table.volumes.is_empty() {
+        [(usize::MAX, ("disk".to_string(), disk.clone()))]
+            .into_iter()
+            .unzip()
+    } else {
+        table
+            .volumes
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.container && crate::fs::probe(&v.source).is_none())
+            .map(|(i, v)| (i, (v.name.clone(), v.source.clone())))
+            .unzip()
+    };
+    let scan = lvm::scan(&candidates);
+    for &c in &scan.pvs {
+        if let Some(v) = index.get(c).and_then(|&i| table.volumes.get_mut(i)) {
+            v.lvm_pv = true;
+        }
+    }
+    table
+        .notes
+        .extend(scan.notes.into_iter().map(|n| format!("lvm: {n}")));
+    for lv in scan.lvs {
+        table.volumes.push(Volume {
+            name: lv.name,
+            // LVs have no partition number.
+            number: 0,
+            offset: 0,
+            size: lv.source.size(),
+            type_id: "lvm2-lv".into(),
+            part_label: Some(format!("{}/{}", lv.vg, lv.lv)),
+            part_guid: Some(lv.uuid),
+            container: false,
+            lvm_pv: false,
+            source: lv.source,
+        });
+    }
+}
+
+fn scan_table(disk: &Source) -> Result<Table> {
     let mut mbr_sector = [0u8; 512];
     let have_sector0 = disk.read_exact_at(0, &mut mbr_sector).is_ok();
     let boot_signed = have_sector0 && mbr_sector[510..512] == [0x55, 0xAA];
