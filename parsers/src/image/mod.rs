@@ -3,6 +3,7 @@
 //! Formats are found by content, never by file name.
 
 mod raw;
+pub mod vmdk;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,5 +31,10 @@ pub fn open(path: &Path) -> Result<Image> {
     let file = FileSource::open(path).map_err(|e| Error::io("image", 0, e))?;
     let file_bytes = crate::ReadAt::size(&file);
     let file: Source = Arc::new(file);
+    let mut head = [0u8; 512];
+    let got = crate::ReadAt::read_at(&*file, 0, &mut head).map_err(|e| Error::io("image", 0, e))?;
+    if vmdk::probe(&head[..got], file_bytes) {
+        return vmdk::open(path, file);
+    }
     raw::open(file, file_bytes)
 }

@@ -1,0 +1,347 @@
+//! VMware VMDK (Virtual Disk Format 5.0): a text descriptor naming extents
+//! (FLAT, ZERO, VMFS, hosted SPARSE, streamOptimized), or a sparse extent
+//! with the descriptor embedded.
+//!
+//! Found by content: a sparse extent starts with `KDMV`; a standalone
+//! descriptor is a small text file starting with `# Disk DescriptorFile` or
+//! carrying `createType`. Extent files are resolved relative to the
+//! descriptor's folder and opened read-only.
+
+mod cowd;
+mod descriptor;
+mod extent;
+mod grain;
+mod sparse_header;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::cache::ChunkCache;
+use crate::readat::{Concat, FileSource};
+use crate::{Error, ReadAt, Result, Source};
+
+use super::Image;
+use descriptor::{Access, Descriptor, ExtentKind, MAX_DESCRIPTOR_BYTES};
+use extent::{FlatExtent, ZeroExtent};
+use grain::SparseExtent;
+use sparse_header::{SparseHeader, GD_AT_END, MAGIC};
+
+/// Layer name in errors.
+pub(crate) const LAYER: &str = "vmdk";
+
+/// Most extent lines listed one by one in `info`.
+const LISTED_EXTENTS: usize = 16;
+
+/// Whether a file starting with `head` (at least its first 512 bytes, when
+/// the file has them) of `file_size` bytes is a VMDK this module opens.
+pub fn probe(head: &[u8], file_size: u64) -> bool {
+    head.starts_with(MAGIC)
+        || head.starts_with(cowd::MAGIC)
+        || (file_size <= MAX_DESCRIPTOR_BYTES as u64 && descriptor::looks_like_descriptor(head))
+}
+
+/// What one sparse extent contributes to `info`.
+#[derive(Default)]
+struct Facts {
+    grain_bytes: Option<u64>,
+    allocated: Option<u64>,
+    compressed: bool,
+    notes: Vec<String>,
+}
+
+/// Opens the VMDK whose descriptor or sparse extent is `file`, read from
+/// `path` (extents are resolved against its folder).
+pub fn open(path: &Path, file: Source) -> Result<Image> {
+    let mut head = [0u8; 512];
+    let got = read_head(&*file, &mut head)?;
+    let name = path.display().to_string();
+    if head.starts_with(MAGIC) {
+        open_monolithic(file, &name).map_err(|e| e.context(name))
+    } else if head.starts_with(cowd::MAGIC) {
+        Err(Error::unsupported(LAYER, "a lone VMFSSPARSE (COWD) extent: open its descriptor")
+            .context(name))
+    } else if descriptor::looks_like_descriptor(&head[..got]) {
+        open_descriptor(path, file).map_err(|e| e.context(name))
+    } else {
+        Err(Error::corrupt(LAYER, 0, "neither a VMDK descriptor nor a sparse extent").context(name))
+    }
+}
+
+fn read_head(file: &dyn ReadAt, head: &mut [u8; 512]) -> Result<usize> {
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(got as u64, &mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(Error::io(LAYER, got as u64, e)),
+        }
+    }
+    Ok(got)
+}
+
+/// Refuses delta disks: their unallocated grains are the parent's data,
+/// and reading them as zeros would be wrong.
+fn check_parent(d: &Descriptor) -> Result<()> {
+    if d.has_parent() {
+        return Err(Error::unsupported(
+            LAYER,
+            format!(
+                "delta disk with parentCID {} (parent {:?}): snapshot chains are not read yet",
+                d.parent_cid.as_deref().unwrap_or(""),
+                d.parent_hint.as_deref().unwrap_or("not named")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the header of the sparse extent in `file` and opens it with `size`
+/// bytes (or its capacity when `None`).
+fn open_sparse(file: Source, size: Option<u64>) -> Result<(SparseExtent, Facts, SparseHeader)> {
+    let mut sector = [0u8; 512];
+    file.read_exact_at(0, &mut sector)
+        .map_err(|e| Error::io(LAYER, 0, e))?;
+    let h = SparseHeader::parse(&sector, 0)?;
+    let effective = if h.gd_offset == GD_AT_END {
+        stream::read_footer(&*file)?
+    } else {
+        h.clone()
+    };
+    if effective.gd_offset == GD_AT_END || effective.gd_offset == 0 {
+        return Err(Error::corrupt(LAYER, 56, "no grain directory location"));
+    }
+    let size = size.unwrap_or(effective.capacity * 512);
+    let mut facts = Facts {
+        grain_bytes: Some(effective.grain_bytes()),
+        compressed: effective.compressed(),
+        ..Facts::default()
+    };
+    if size > effective.capacity * 512 {
+        facts.notes.push(format!(
+            "the descriptor gives the extent {size} bytes, its header {}; reads past the header's capacity fail",
+            effective.capacity * 512
+        ));
+    }
+    let (ext, scan) = SparseExtent::open(file, effective, size)?;
+    facts.allocated = scan
+        .allocated_grains
+        .map(|g| g.saturating_mul(ext.header().grain_bytes()));
+    facts.notes.extend(scan.notes);
+    Ok((ext, facts, h))
+}
+
+/// A sparse extent file opened on its own: monolithicSparse or
+/// streamOptimized with the descriptor inside, or one piece of a split disk.
+fn open_monolithic(file: Source, name: &str) -> Result<Image> {
+    let file_bytes = file.size();
+    let (ext, facts, h) = open_sparse(file.clone(), None)?;
+    let mut notes = facts.notes.clone();
+    let desc = if h.descriptor_offset != 0 && h.descriptor_sectors != 0 {
+        let at = h.descriptor_offset.saturating_mul(512);
+        let len = h.descriptor_sectors.saturating_mul(512);
+        if len > MAX_DESCRIPTOR_BYTES as u64 {
+            return Err(Error::corrupt(
+                LAYER,
+                at,
+                format!("embedded descriptor of {len} bytes is implausibly large"),
+            ));
+        }
+        let mut text = vec![0u8; len as usize];
+        file.read_exact_at(at, &mut text)
+            .map_err(|e| Error::io(LAYER, at, e))?;
+        Some(descriptor::parse(&text, at)?)
+    } else {
+        notes.push(
+            "sparse extent without an embedded descriptor (one extent of a split disk?): read on its own"
+                .into(),
+        );
+        None
+    };
+    if let Some(d) = &desc {
+        check_parent(d)?;
+        // The file is its own (only) extent whatever name the descriptor
+        // gives it: files get renamed, descriptors do not follow.
+        if d.extents.len() != 1 || d.extents[0].kind != ExtentKind::Sparse {
+            notes.push(format!(
+                "the embedded descriptor lists {} extent(s); only this file is read",
+                d.extents.len()
+            ));
+        } else if d.extents[0].sectors != h.capacity && d.extents[0].sectors != ext.header().capacity
+        {
+            notes.push(format!(
+                "the embedded descriptor gives {} sectors, the header {}; the header is used",
+                d.extents[0].sectors,
+                ext.header().capacity
+            ));
+        }
+    }
+    let size = ext.size();
+    let mut details = Vec::new();
+    if let Some(d) = &desc {
+        push_descriptor_details(&mut details, d);
+    }
+    details.push((
+        "extents".into(),
+        format!("SPARSE {name} ({size} bytes)"),
+    ));
+    push_facts(&mut details, &facts);
+    Ok(Image {
+        disk: Arc::new(ext),
+        format: "vmdk",
+        file_bytes,
+        details,
+        notes,
+    })
+}
+
+/// A standalone text descriptor and the extent files it names.
+fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
+    let len = file.size();
+    if len > MAX_DESCRIPTOR_BYTES as u64 {
+        return Err(Error::corrupt(
+            LAYER,
+            0,
+            format!("descriptor file of {len} bytes is implausibly large"),
+        ));
+    }
+    let mut text = vec![0u8; len as usize];
+    file.read_exact_at(0, &mut text)
+        .map_err(|e| Error::io(LAYER, 0, e))?;
+    let d = descriptor::parse(&text, 0)?;
+    check_parent(&d)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file_bytes = len;
+    let mut facts = Facts::default();
+    let mut parts: Vec<Source> = Vec::with_capacity(d.extents.len());
+    // One open file per name, however often the descriptor repeats it.
+    let mut files: HashMap<&str, Source> = HashMap::new();
+    let mut listed = Vec::new();
+    for (i, e) in d.extents.iter().enumerate() {
+        let bytes = e.sectors * 512; // parse() checked the sum fits.
+        if i < LISTED_EXTENTS {
+            listed.push(format!(
+                "{} {} ({bytes} bytes)",
+                e.kind.name(),
+                e.file.as_deref().unwrap_or("-")
+            ));
+        }
+        if e.access == Access::NoAccess {
+            return Err(Error::unsupported(
+                LAYER,
+                format!("extent {i} is NOACCESS: its data is not in this disk"),
+            ));
+        }
+        if e.kind == ExtentKind::Zero {
+            parts.push(Arc::new(ZeroExtent(bytes)));
+            continue;
+        }
+        let fname = e.file.as_deref().unwrap_or("");
+        let src = match files.get(fname) {
+            Some(s) => s.clone(),
+            None => {
+                let s = open_extent_file(dir, fname)?;
+                file_bytes = file_bytes.saturating_add(s.size());
+                files.insert(fname, s.clone());
+                s
+            }
+        };
+        let ctx = || format!("extent {i} ({fname})");
+        match e.kind {
+            ExtentKind::Flat | ExtentKind::Vmfs => {
+                let start = e.offset.checked_mul(512).ok_or_else(|| {
+                    Error::corrupt(LAYER, 0, format!("extent {i}: offset overflows"))
+                })?;
+                parts.push(Arc::new(FlatExtent::new(src, start, bytes)));
+            }
+            ExtentKind::Sparse => {
+                let (ext, f, _) = open_sparse(src, Some(bytes)).map_err(|e| e.context(ctx()))?;
+                facts.grain_bytes = facts.grain_bytes.or(f.grain_bytes);
+                facts.compressed |= f.compressed;
+                facts.allocated = match (facts.allocated, f.allocated) {
+                    (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                    (None, b) if i == 0 || parts.is_empty() => b,
+                    _ => None,
+                };
+                facts
+                    .notes
+                    .extend(f.notes.into_iter().map(|n| format!("{}: {n}", ctx())));
+                parts.push(Arc::new(ext));
+            }
+            ExtentKind::VmfsSparse => {
+                parts.push(cowd::open(src, bytes).map_err(|e| e.context(ctx()))?);
+            }
+            other => {
+                return Err(Error::unsupported(
+                    LAYER,
+                    format!("{} extents ({})", other.name(), ctx()),
+                ))
+            }
+        }
+    }
+    if d.extents.len() > LISTED_EXTENTS {
+        listed.push(format!("... {} in all", d.extents.len()));
+    }
+    let mut details = Vec::new();
+    push_descriptor_details(&mut details, &d);
+    details.push(("extents".into(), listed.join("; ")));
+    push_facts(&mut details, &facts);
+    let disk: Source = if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Arc::new(Concat::new(parts))
+    };
+    Ok(Image {
+        disk,
+        format: "vmdk",
+        file_bytes,
+        details,
+        notes: facts.notes,
+    })
+}
+
+/// Opens the extent file `name` exactly as the descriptor names it, relative
+/// to the descriptor's folder, read-only; it must be a regular file.
+fn open_extent_file(dir: &Path, name: &str) -> Result<Source> {
+    let p = dir.join(name);
+    let meta = std::fs::metadata(&p).map_err(|_| Error::NotFound(p.display().to_string()))?;
+    if !meta.is_file() {
+        return Err(Error::corrupt(
+            LAYER,
+            0,
+            format!("extent {} is not a regular file", p.display()),
+        ));
+    }
+    let f = FileSource::open(&p).map_err(|e| Error::io(LAYER, 0, e).context(p.display().to_string()))?;
+    Ok(Arc::new(f))
+}
+
+fn push_descriptor_details(details: &mut Vec<(String, String)>, d: &Descriptor) {
+    details.push(("createType".into(), d.create_type.clone()));
+    if let Some(cid) = &d.cid {
+        details.push(("CID".into(), cid.clone()));
+    }
+    if let Some(a) = &d.adapter_type {
+        details.push(("adapter type".into(), a.clone()));
+    }
+}
+
+fn push_facts(details: &mut Vec<(String, String)>, f: &Facts) {
+    if let Some(g) = f.grain_bytes {
+        details.push(("grain size".into(), format!("{g} bytes")));
+        details.push((
+            "compressed".into(),
+            if f.compressed { "yes (deflate)" } else { "no" }.into(),
+        ));
+    }
+    if let Some(a) = f.allocated {
+        details.push(("allocated".into(), format!("{a} bytes")));
+    }
+    details.push((
+        "cache budget".into(),
+        format!("{} bytes", ChunkCache::global().stats().budget),
+    ));
+}
