@@ -19,7 +19,7 @@ pub enum Access {
     /// `RDONLY`
     ReadOnly,
     /// `NOACCESS`
-    NoAccess,
+    Forbidden,
 }
 
 /// The kind of an extent, as the descriptor names it.
@@ -133,7 +133,8 @@ pub fn looks_like_descriptor(head: &[u8]) -> bool {
     if head.contains(&0) {
         return false;
     }
-    head.windows(b"createType".len()).any(|w| w == b"createType")
+    head.windows(b"createType".len())
+        .any(|w| w == b"createType")
 }
 
 /// Parses descriptor text. `base` is its offset in the file, for errors.
@@ -208,12 +209,14 @@ fn parse_extent_line(line: &str, at: u64) -> Result<Option<ExtentLine>> {
     let access = match first {
         "RW" => Access::ReadWrite,
         "RDONLY" => Access::ReadOnly,
-        "NOACCESS" => Access::NoAccess,
+        "NOACCESS" => Access::Forbidden,
         _ => return Ok(None),
     };
     let bad = |what: &str| Error::corrupt(LAYER, at, format!("extent line {line:?}: {what}"));
     let rest = rest.trim_start();
-    let (size, rest) = rest.split_once(char::is_whitespace).ok_or_else(|| bad("no type"))?;
+    let (size, rest) = rest
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| bad("no type"))?;
     let sectors: u64 = size.parse().map_err(|_| bad("bad size"))?;
     let rest = rest.trim_start();
     let (kind, rest) = match rest.split_once(char::is_whitespace) {

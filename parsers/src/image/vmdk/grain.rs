@@ -5,6 +5,7 @@
 //! 0 is an unallocated grain and 1 a grain known to be zero. Both read as
 //! zeros here because disks with a parent are refused at open.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
@@ -30,14 +31,26 @@ pub struct SparseExtent {
     h: SparseHeader,
     /// Extent size in bytes, as the descriptor gives it.
     size: u64,
-    /// Sector of each grain table, from the primary directory.
-    gd: Vec<u32>,
+    /// Where the grain tables come from.
+    tables: Tables,
     /// Bytes of one grain table.
     gt_bytes: u64,
+    /// First grain lost with the end of a cut stream: unallocated grains
+    /// from here on are unknown, not zero.
+    lost_from: Option<u64>,
     /// Cache owner ids: one for grain tables, one for inflated grains.
     gt_owner: u64,
     grain_owner: u64,
     cache: &'static ChunkCache,
+}
+
+/// The grain tables of an extent.
+enum Tables {
+    /// Sector of each grain table, from the primary directory.
+    Dir(Vec<u32>),
+    /// Tables rebuilt in memory by walking a stream's grain markers, by
+    /// table index; absent tables are unallocated.
+    Rebuilt(HashMap<u64, Arc<[u8]>>),
 }
 
 /// What the open-time scan of the tables found.
@@ -54,6 +67,12 @@ fn le32(b: &[u8], i: usize) -> u32 {
         Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
         None => 0,
     }
+}
+
+fn count_allocated(gt: &[u8]) -> u64 {
+    gt.chunks_exact(4)
+        .filter(|e| u32::from_le_bytes([e[0], e[1], e[2], e[3]]) > 1)
+        .count() as u64
 }
 
 fn read_dir(file: &dyn ReadAt, sector: u64, entries: u64, what: &str) -> Result<Vec<u32>> {
@@ -91,11 +110,42 @@ impl SparseExtent {
             ));
         }
         let gd = read_dir(&*file, h.gd_offset, gd_entries, "grain directory")?;
+        Ok(Self::with_tables(file, h, size, Tables::Dir(gd)))
+    }
+
+    /// Opens a stream whose directory is lost (a truncated download) from
+    /// `grains`: grain number -> sector of its marker, found by walking.
+    pub fn open_rebuilt(
+        file: Source,
+        h: SparseHeader,
+        size: u64,
+        grains: &HashMap<u64, u32>,
+        lost_from: Option<u64>,
+    ) -> (Self, Scan) {
+        let gtes = u64::from(h.gtes_per_gt);
+        let mut tables: HashMap<u64, Vec<u8>> = HashMap::new();
+        for (&g, &sector) in grains {
+            let t = tables
+                .entry(g / gtes)
+                .or_insert_with(|| vec![0u8; gtes as usize * 4]);
+            let j = (g % gtes) as usize * 4;
+            if let Some(e) = t.get_mut(j..j + 4) {
+                e.copy_from_slice(&sector.to_le_bytes());
+            }
+        }
+        let tables = tables.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let (mut ext, scan) = Self::with_tables(file, h, size, Tables::Rebuilt(tables));
+        ext.lost_from = lost_from;
+        (ext, scan)
+    }
+
+    fn with_tables(file: Source, h: SparseHeader, size: u64, tables: Tables) -> (Self, Scan) {
         let gt_bytes = u64::from(h.gtes_per_gt) * 4;
         let ext = SparseExtent {
             file,
             size,
-            gd,
+            tables,
+            lost_from: None,
             gt_bytes,
             gt_owner: ChunkCache::owner(),
             grain_owner: ChunkCache::owner(),
@@ -103,7 +153,7 @@ impl SparseExtent {
             h,
         };
         let scan = ext.scan();
-        Ok((ext, scan))
+        (ext, scan)
     }
 
     /// The header in effect.
@@ -133,7 +183,11 @@ impl SparseExtent {
     /// Grain table `i` (shared through the chunk cache), or `None` when the
     /// directory entry is 0 (no table: every grain in it is unallocated).
     fn gt(&self, i: u64) -> Result<Option<Arc<[u8]>>> {
-        let sector = match self.gd.get(i as usize) {
+        let gd = match &self.tables {
+            Tables::Dir(gd) => gd,
+            Tables::Rebuilt(t) => return Ok(t.get(&i).cloned()),
+        };
+        let sector = match gd.get(i as usize) {
             Some(&s) => s,
             None => {
                 return Err(Error::corrupt(
@@ -161,12 +215,24 @@ impl SparseExtent {
                     .into(),
             );
         }
-        let tables = self.gd.len() as u64;
+        let tables = match &self.tables {
+            Tables::Dir(gd) => gd.len() as u64,
+            Tables::Rebuilt(t) => {
+                let n = t.values().map(|gt| count_allocated(gt)).sum();
+                scan.allocated_grains = Some(n);
+                return scan;
+            }
+        };
         if tables.saturating_mul(self.gt_bytes).saturating_mul(2) > MAX_SCAN_BYTES {
             return scan;
         }
         let rgd = if self.h.flags & FLAG_REDUNDANT_GT != 0 && self.h.rgd_offset != 0 {
-            match read_dir(&*self.file, self.h.rgd_offset, tables, "redundant grain directory") {
+            match read_dir(
+                &*self.file,
+                self.h.rgd_offset,
+                tables,
+                "redundant grain directory",
+            ) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     scan.notes.push(format!(
@@ -191,9 +257,7 @@ impl SparseExtent {
                 }
             };
             if let Some(gt) = &primary {
-                allocated += (0..self.h.gtes_per_gt as usize)
-                    .filter(|&j| le32(gt, j) > 1)
-                    .count() as u64;
+                allocated += count_allocated(gt);
             }
             let Some(rgd) = &rgd else { continue };
             let r_sector = rgd.get(i as usize).copied().unwrap_or(0);
@@ -251,7 +315,16 @@ impl SparseExtent {
             let within = off % gb;
             let mut n = (gb - within).min((len - pos) as u64) as usize;
             let gte = entry(g).map_err(|e| (pos, e))?;
-            if gte <= 1 {
+            if gte == 0 && self.lost_from.is_some_and(|l| g >= l) {
+                return Err((
+                    pos,
+                    Error::corrupt(
+                        LAYER,
+                        self.file.size(),
+                        format!("grain {g} was lost with the end of the cut stream"),
+                    ),
+                ));
+            } else if gte <= 1 {
                 buf[pos..pos + n].fill(0);
             } else if self.h.compressed() {
                 let at = u64::from(gte) * 512;

@@ -62,8 +62,11 @@ pub fn open(path: &Path, file: Source) -> Result<Image> {
     if head.starts_with(MAGIC) {
         open_monolithic(file, &name).map_err(|e| e.context(name))
     } else if head.starts_with(cowd::MAGIC) {
-        Err(Error::unsupported(LAYER, "a lone VMFSSPARSE (COWD) extent: open its descriptor")
-            .context(name))
+        Err(Error::unsupported(
+            LAYER,
+            "a lone VMFSSPARSE (COWD) extent: open its descriptor",
+        )
+        .context(name))
     } else if descriptor::looks_like_descriptor(&head[..got]) {
         open_descriptor(path, file).map_err(|e| e.context(name))
     } else {
@@ -106,27 +109,64 @@ fn open_sparse(file: Source, size: Option<u64>) -> Result<(SparseExtent, Facts, 
     file.read_exact_at(0, &mut sector)
         .map_err(|e| Error::io(LAYER, 0, e))?;
     let h = SparseHeader::parse(&sector, 0)?;
+    let mut notes = Vec::new();
     let effective = if h.gd_offset == GD_AT_END {
-        stream::read_footer(&*file)?
+        match stream::read_footer(&*file) {
+            Ok(f) => Ok(f),
+            Err(e) if h.markers() => Err(e),
+            Err(e) => return Err(e),
+        }
     } else {
-        h.clone()
+        Ok(h.clone())
     };
-    if effective.gd_offset == GD_AT_END || effective.gd_offset == 0 {
-        return Err(Error::corrupt(LAYER, 56, "no grain directory location"));
-    }
-    let size = size.unwrap_or(effective.capacity * 512);
+    let opened = effective.and_then(|eff| {
+        if eff.gd_offset == GD_AT_END || eff.gd_offset == 0 {
+            return Err(Error::corrupt(LAYER, 56, "no grain directory location"));
+        }
+        let size = size.unwrap_or(eff.capacity * 512);
+        SparseExtent::open(file.clone(), eff, size)
+    });
+    let (ext, scan) = match opened {
+        Ok(x) => x,
+        // A stream cut short loses its directory and footer, but each grain
+        // carries its own address: walk the markers instead.
+        Err(e) if h.markers() => {
+            let (grains, why, complete) = stream::walk_markers(&*file, &h);
+            // Streams are written in disk order, so a cut stream lost only
+            // the grains after the last one found; those must not read as
+            // zeros.
+            let lost_from = if complete {
+                None
+            } else {
+                Some(grains.keys().max().map_or(0, |g| g + 1))
+            };
+            notes.push(format!(
+                "grain directory unusable ({e}); {} grain(s) found by walking the stream markers, stopped by: {why}{}",
+                grains.len(),
+                match lost_from {
+                    Some(g) => format!("; reads from byte {} on fail", g * h.grain_bytes()),
+                    None => String::new(),
+                }
+            ));
+            let size = size.unwrap_or(h.capacity * 512);
+            SparseExtent::open_rebuilt(file, h.clone(), size, &grains, lost_from)
+        }
+        Err(e) => return Err(e),
+    };
+    let eff = ext.header().clone();
+    let size = ext.size();
     let mut facts = Facts {
-        grain_bytes: Some(effective.grain_bytes()),
-        compressed: effective.compressed(),
+        grain_bytes: Some(eff.grain_bytes()),
+        compressed: eff.compressed(),
+        notes,
         ..Facts::default()
     };
-    if size > effective.capacity * 512 {
+    if size > eff.capacity * 512 {
         facts.notes.push(format!(
             "the descriptor gives the extent {size} bytes, its header {}; reads past the header's capacity fail",
-            effective.capacity * 512
+            eff.capacity * 512
         ));
     }
-    let (ext, scan) = SparseExtent::open(file, effective, size)?;
     facts.allocated = scan
         .allocated_grains
         .map(|g| g.saturating_mul(ext.header().grain_bytes()));
@@ -170,7 +210,8 @@ fn open_monolithic(file: Source, name: &str) -> Result<Image> {
                 "the embedded descriptor lists {} extent(s); only this file is read",
                 d.extents.len()
             ));
-        } else if d.extents[0].sectors != h.capacity && d.extents[0].sectors != ext.header().capacity
+        } else if d.extents[0].sectors != h.capacity
+            && d.extents[0].sectors != ext.header().capacity
         {
             notes.push(format!(
                 "the embedded descriptor gives {} sectors, the header {}; the header is used",
@@ -184,10 +225,7 @@ fn open_monolithic(file: Source, name: &str) -> Result<Image> {
     if let Some(d) = &desc {
         push_descriptor_details(&mut details, d);
     }
-    details.push((
-        "extents".into(),
-        format!("SPARSE {name} ({size} bytes)"),
-    ));
+    details.push(("extents".into(), format!("SPARSE {name} ({size} bytes)")));
     push_facts(&mut details, &facts);
     Ok(Image {
         disk: Arc::new(ext),
@@ -229,7 +267,7 @@ fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
                 e.file.as_deref().unwrap_or("-")
             ));
         }
-        if e.access == Access::NoAccess {
+        if e.access == Access::Forbidden {
             return Err(Error::unsupported(
                 LAYER,
                 format!("extent {i} is NOACCESS: its data is not in this disk"),
@@ -315,7 +353,8 @@ fn open_extent_file(dir: &Path, name: &str) -> Result<Source> {
             format!("extent {} is not a regular file", p.display()),
         ));
     }
-    let f = FileSource::open(&p).map_err(|e| Error::io(LAYER, 0, e).context(p.display().to_string()))?;
+    let f = FileSource::open(&p)
+        .map_err(|e| Error::io(LAYER, 0, e).context(p.display().to_string()))?;
     Ok(Arc::new(f))
 }
 

@@ -1,6 +1,7 @@
 //! streamOptimized pieces: the footer that holds the real grain directory
 //! offset, metadata markers, and compressed grains (`lba`, `size`, zlib data).
 
+use std::collections::HashMap;
 use std::io::Read;
 
 use crate::{Error, ReadAt, Result};
@@ -146,9 +147,55 @@ pub fn past_end(file: &dyn ReadAt, at: u64, e: std::io::Error) -> Error {
         Error::corrupt(
             LAYER,
             at,
-            format!("grain data past the end of the file ({} bytes)", file.size()),
+            format!(
+                "grain data past the end of the file ({} bytes)",
+                file.size()
+            ),
         )
     } else {
         Error::io(LAYER, at, e)
     }
+}
+
+/// Finds every grain of a stream by walking its markers from the end of the
+/// header's overhead, for a stream whose directory or footer is lost.
+/// Returns grain number -> sector of its marker, what stopped the walk, and
+/// whether that was the end-of-stream marker (the map is then complete).
+pub fn walk_markers(file: &dyn ReadAt, h: &SparseHeader) -> (HashMap<u64, u32>, String, bool) {
+    let mut grains = HashMap::new();
+    let max_compressed = h.grain_bytes() + h.grain_bytes() / 8 + 1024;
+    let end = file.size() / 512;
+    let mut pos = h.overhead.max(1);
+    let mut sector = [0u8; 512];
+    let why = loop {
+        if pos >= end {
+            break format!("the file ends at sector {end} without an end-of-stream marker");
+        }
+        if let Err(e) = file.read_exact_at(pos * 512, &mut sector) {
+            break format!("read error at offset {}: {e}", pos * 512);
+        }
+        let (val, size, kind) = marker(&sector);
+        if size > 0 {
+            if u64::from(size) > max_compressed {
+                break format!("implausible grain marker at offset {}", pos * 512);
+            }
+            // Later copies of a grain replace earlier ones, as a reader of
+            // the stream in order would see them.
+            if val % h.grain_sectors == 0 && val < h.capacity {
+                if let Ok(s) = u32::try_from(pos) {
+                    grains.insert(val / h.grain_sectors, s);
+                }
+            }
+            pos += (GRAIN_MARKER_BYTES + u64::from(size)).div_ceil(512);
+            continue;
+        }
+        match kind {
+            MARKER_EOS => return (grains, "end-of-stream marker".into(), true),
+            MARKER_GT | MARKER_GD | MARKER_FOOTER => {
+                pos = pos.saturating_add(1).saturating_add(val)
+            }
+            other => break format!("unknown marker type {other} at offset {}", pos * 512),
+        }
+    };
+    (grains, why, false)
 }

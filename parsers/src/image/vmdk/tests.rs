@@ -195,8 +195,14 @@ fn qemu_subformats_match_qemu_raw() {
         ("monolithicSparse", "compat6=on"),
         ("monolithicSparse", "adapter_type=lsilogic"),
         ("monolithicSparse", "zeroed_grain=on"),
-        ("streamOptimized", "subformat=streamOptimized,adapter_type=buslogic"),
-        ("monolithicFlat", "subformat=monolithicFlat,adapter_type=legacyESX"),
+        (
+            "streamOptimized",
+            "subformat=streamOptimized,adapter_type=buslogic",
+        ),
+        (
+            "monolithicFlat",
+            "subformat=monolithicFlat,adapter_type=legacyESX",
+        ),
     ];
     for (i, (create_type, opts)) in cases.iter().enumerate() {
         // Extent files sit in their own folder under a name unlike the
@@ -447,7 +453,14 @@ fn cowd_extent() {
     let (capacity, grain) = (2048u32, 8u32);
     let mut f = vec![0u8; 2048];
     f[0..4].copy_from_slice(b"COWD");
-    for (at, v) in [(4, 1u32), (8, 3), (12, capacity), (16, grain), (20, 4), (24, 1)] {
+    for (at, v) in [
+        (4, 1u32),
+        (8, 3),
+        (12, capacity),
+        (16, grain),
+        (20, 4),
+        (24, 1),
+    ] {
         f[at..at + 4].copy_from_slice(&v.to_le_bytes());
     }
     // GD at sector 4 (one table at sector 5), the table, then grains.
@@ -455,12 +468,14 @@ fn cowd_extent() {
     f[4 * 512..4 * 512 + 4].copy_from_slice(&5u32.to_le_bytes());
     let mut gt = vec![0u8; 4096 * 4];
     let mut want = vec![0u8; capacity as usize * 512];
-    let mut next = 5 + 32;
+    let mut next: u32 = 5 + 32;
     let mut grains = Vec::new();
     let mut rng = Rng(21);
     for g in [0usize, 1, 7, 100, 255] {
-        gt[g * 4..g * 4 + 4].copy_from_slice(&(next as u32).to_le_bytes());
-        let d: Vec<u8> = (0..grain as usize * 512).map(|_| rng.next() as u8).collect();
+        gt[g * 4..g * 4 + 4].copy_from_slice(&next.to_le_bytes());
+        let d: Vec<u8> = (0..grain as usize * 512)
+            .map(|_| rng.next() as u8)
+            .collect();
         want[g * 4096..(g + 1) * 4096].copy_from_slice(&d);
         grains.extend_from_slice(&d);
         next += grain;
@@ -566,8 +581,12 @@ fn mutate_text(base: &str, rng: &mut Rng) -> String {
                 .split(' ')
                 .map(|w| {
                     if w.bytes().all(|b| b.is_ascii_digit()) && !w.is_empty() {
-                        ["18446744073709551615", "4294967296", "0", "99999999999999999999"]
-                            [rng.below(4) as usize]
+                        [
+                            "18446744073709551615",
+                            "4294967296",
+                            "0",
+                            "99999999999999999999",
+                        ][rng.below(4) as usize]
                             .to_string()
                     } else {
                         w.to_string()
@@ -577,8 +596,14 @@ fn mutate_text(base: &str, rng: &mut Rng) -> String {
                 .join(" ")
         }
         2 => lines.push(
-            ["RW 8 FLAT \"../../etc/passwd\" 0", "RW 8 SPARSE \"/etc/passwd\"", "RW 8 FLAT \"/dev/zero\" 0", "RW 8 FLAT \".\" 0", "RW 1 VMFS \"\"", "RW 1 SESPARSE \"x\""]
-                [rng.below(6) as usize]
+            [
+                "RW 8 FLAT \"../../etc/passwd\" 0",
+                "RW 8 SPARSE \"/etc/passwd\"",
+                "RW 8 FLAT \"/dev/zero\" 0",
+                "RW 8 FLAT \".\" 0",
+                "RW 1 VMFS \"\"",
+                "RW 1 SESPARSE \"x\"",
+            ][rng.below(6) as usize]
                 .into(),
         ),
         3 => lines[i] = lines[i].replace('"', ""),
@@ -608,6 +633,8 @@ fn hostile_input() {
     ] {
         bases.push(std::fs::read(Path::new(REAL).join(f)).unwrap());
     }
+    // Footer and marker-walk paths.
+    bases.push(real_stream_at_end());
     let dir = tempfile::tempdir().unwrap();
     if have("qemu-img", "--version") {
         let raw = dir.path().join("src.raw");
@@ -617,7 +644,11 @@ fn hostile_input() {
             to_vmdk(&raw, &vmdk, &format!("subformat={fmt}"));
             bases.push(std::fs::read(&vmdk).unwrap());
         }
-        to_vmdk(&raw, &dir.path().join("flat.vmdk"), "subformat=monolithicFlat");
+        to_vmdk(
+            &raw,
+            &dir.path().join("flat.vmdk"),
+            "subformat=monolithicFlat",
+        );
         to_vmdk(
             &raw,
             &dir.path().join("split.vmdk"),
@@ -626,13 +657,17 @@ fn hostile_input() {
     }
     let mut rng = Rng(0xdead_beef);
     let fake = PathBuf::from("/nonexistent/m.vmdk");
+    let mut opened = 0;
     for case in 0..3000 {
         let base = &bases[case % bases.len()];
         let v = mutate(base, &mut rng);
         if let Ok(img) = open(&fake, Arc::new(MemSource(v))) {
             read_through(&*img.disk, &mut rng);
+            opened += 1;
         }
     }
+    // Most damage leaves the image openable: the reads are exercised.
+    assert!(opened > 1000, "only {opened} of 3000 opened");
     // Descriptor text, with the extent files beside it left intact.
     let texts: Vec<String> = ["flat.vmdk", "split.vmdk"]
         .iter()
@@ -648,6 +683,97 @@ fn hostile_input() {
         let file: Source = Arc::new(crate::readat::FileSource::open(&desc).unwrap());
         if let Ok(img) = open(&desc, file) {
             read_through(&*img.disk, &mut rng);
+            opened += 1;
         }
     }
+    eprintln!("{opened} damaged images opened");
+}
+
+/// The real stream, with its header's directory offset set to GD_AT_END.
+fn real_stream_at_end() -> Vec<u8> {
+    let mut v = std::fs::read(Path::new(REAL).join("streamOptimizedWithMarkers.vmdk")).unwrap();
+    v[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
+    v
+}
+
+#[test]
+fn gd_at_end_is_read_from_the_footer() {
+    let img = open(
+        Path::new("s.vmdk"),
+        Arc::new(MemSource(real_stream_at_end())),
+    )
+    .unwrap();
+    assert!(img.notes.is_empty(), "{:?}", img.notes);
+    assert_eq!(
+        sha1_of(&*img.disk),
+        "B6FD01DD1B93B3589E6D76F7507AF55C589EF69D"
+    );
+}
+
+#[test]
+fn stream_without_footer_is_walked() {
+    let full = open(
+        Path::new("s.vmdk"),
+        Arc::new(MemSource(
+            std::fs::read(Path::new(REAL).join("streamOptimizedWithMarkers.vmdk")).unwrap(),
+        )),
+    )
+    .unwrap();
+    let reference = read_all(&*full.disk);
+    // Footer gone, end-of-stream marker still there: every grain is found.
+    let mut v = real_stream_at_end();
+    let n = v.len();
+    v[n - 1024..n - 512].fill(0xEE);
+    let img = open(Path::new("s.vmdk"), Arc::new(MemSource(v))).unwrap();
+    assert!(img.notes.join(" ").contains("walking"), "{:?}", img.notes);
+    assert!(read_all(&*img.disk) == reference);
+    // Cut in the middle: what was before the cut reads right, what was
+    // after fails instead of reading as zeros.
+    let mut v = real_stream_at_end();
+    v.truncate(1000 * 512);
+    let img = open(Path::new("s.vmdk"), Arc::new(MemSource(v))).unwrap();
+    let mut ok = 0u64;
+    let mut failed = 0u64;
+    let mut buf = vec![0u8; 65536];
+    for at in (0..img.disk.size()).step_by(65536) {
+        match img.disk.read_exact_at(at, &mut buf) {
+            Ok(()) => {
+                assert!(buf[..] == reference[at as usize..at as usize + 65536]);
+                assert_eq!(failed, 0, "reads after a lost grain must fail");
+                ok += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(ok > 0 && failed > 0, "{ok} {failed}");
+}
+
+/// Grain table entries of 1 (zeroed grains) written by qemu's zeroed_grain.
+#[test]
+fn zeroed_grain_entries_read_as_zeros() {
+    if !have("qemu-img", "--version") || !have("qemu-io", "--version") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vmdk = dir.path().join("z.vmdk");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on"])
+        .arg(&vmdk)
+        .arg("1M"));
+    run(Command::new("qemu-io")
+        .args([
+            "-f",
+            "vmdk",
+            "-c",
+            "write -P 0x55 0 256k",
+            "-c",
+            "write -z 64k 64k",
+        ])
+        .arg(&vmdk));
+    let img = std::fs::read(&vmdk).unwrap();
+    assert_eq!(le32(&img, gte_at(&img, 1, false)), 1, "qemu wrote GTE 1");
+    let back = dir.path().join("back.raw");
+    qemu_raw(&vmdk, &back);
+    let disk = crate::image::open(&vmdk).unwrap().disk;
+    assert!(read_all(&*disk) == std::fs::read(&back).unwrap());
 }
