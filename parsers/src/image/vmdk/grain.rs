@@ -17,10 +17,10 @@ use super::sparse_header::{SparseHeader, FLAG_REDUNDANT_GT};
 use super::stream::{past_end, read_compressed_grain};
 use super::LAYER;
 
-/// Most grain directory entries we load (256 MiB of directory covers far
-/// more than any real disk); the bound keeps a hostile capacity from
+/// Most grain directory entries we load (32 MiB of directory maps 256 PiB
+/// of 64 KiB grains); the bound keeps a hostile capacity from
 /// allocating without limit.
-const MAX_GD_ENTRIES: u64 = 64 << 20;
+const MAX_GD_ENTRIES: u64 = 8 << 20;
 /// Bytes of grain tables scanned at open for the allocation count and the
 /// redundant-table check; beyond it both are skipped.
 const MAX_SCAN_BYTES: u64 = 64 << 20;

@@ -196,7 +196,8 @@ fn open_monolithic(file: Source, name: &str) -> Result<Image> {
         Some(descriptor::parse(&text, at)?)
     } else {
         notes.push(
-            "sparse extent without an embedded descriptor (one extent of a split disk?): read on its own"
+            "sparse extent without an embedded descriptor (one extent of a split disk?): read on its own; \
+             if it is a snapshot delta, its unallocated grains are the parent's and read as zeros here"
                 .into(),
         );
         None

@@ -431,6 +431,27 @@ fn vmfs_flat_offset_and_zero_extents() {
         want.extend_from_slice(&a[10 * 512..14 * 512]);
         assert!(read_all(&*img.disk) == want, "{ct}");
         assert_eq!(detail(&img, "createType"), Some(ct));
+        // qemu skips RDONLY and ZERO extents and knows no vmfsThin, so
+        // compare with it on RW extents of a vmfs disk.
+        if ct == "vmfs" && have("qemu-img", "--version") {
+            let rw = dir.path().join(format!("{ct}-rw.vmdk"));
+            std::fs::write(
+                &rw,
+                format!(
+                    "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n\
+                     createType=\"{ct}\"\nRW 16 VMFS \"a-flat.vmdk\"\n\
+                     RW 4 FLAT \"a-flat.vmdk\" 10\n"
+                ),
+            )
+            .unwrap();
+            let back = dir.path().join(format!("{ct}.raw"));
+            qemu_raw(&rw, &back);
+            let ours = read_all(&*crate::image::open(&rw).unwrap().disk);
+            assert!(
+                std::fs::read(&back).unwrap() == ours,
+                "{ct}: qemu reads it so"
+            );
+        }
         random_reads(&*img.disk, &want, 9, 100);
     }
     // A flat extent longer than its file: the read past the file fails.
@@ -493,6 +514,11 @@ fn cowd_extent() {
     let img = crate::image::open(&desc).unwrap();
     assert!(read_all(&*img.disk) == want);
     random_reads(&*img.disk, &want, 4, 100);
+    if have("qemu-img", "--version") {
+        let back = dir.path().join("cowd.raw");
+        qemu_raw(&desc, &back);
+        assert!(std::fs::read(&back).unwrap() == want, "qemu reads it so");
+    }
 }
 
 /// Reads what it can of a disk that may be damaged: no panic, no hang.
