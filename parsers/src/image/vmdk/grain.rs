@@ -17,7 +17,7 @@ use super::sparse_header::{SparseHeader, FLAG_REDUNDANT_GT};
 use super::stream::{past_end, read_compressed_grain};
 use super::LAYER;
 
-/// Most grain directory entries we load (32 MiB of directory maps 256 PiB
+/// Most grain directory entries we load (32 MiB of directory maps 256 TiB
 /// of 64 KiB grains); the bound keeps a hostile capacity from
 /// allocating without limit.
 const MAX_GD_ENTRIES: u64 = 8 << 20;

@@ -60,7 +60,10 @@ pub fn open(path: &Path, file: Source) -> Result<Image> {
     let got = read_head(&*file, &mut head)?;
     let name = path.display().to_string();
     if head.starts_with(MAGIC) {
-        open_monolithic(file, &name).map_err(|e| e.context(name))
+        let base = path
+            .file_name()
+            .map_or_else(|| name.clone(), |f| f.to_string_lossy().into_owned());
+        open_monolithic(file, &base).map_err(|e| e.context(name))
     } else if head.starts_with(cowd::MAGIC) {
         Err(Error::unsupported(
             LAYER,

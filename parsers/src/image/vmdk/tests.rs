@@ -147,6 +147,16 @@ fn real_monolithic_sparse() {
     assert_eq!(img.format, "vmdk");
     assert_eq!(img.disk.size(), 10 << 20);
     assert_eq!(detail(&img, "createType"), Some("monolithicSparse"));
+    assert_eq!(detail(&img, "CID"), Some("00000000"));
+    assert_eq!(detail(&img, "grain size"), Some("65536 bytes"));
+    assert_eq!(detail(&img, "compressed"), Some("no"));
+    assert_eq!(detail(&img, "allocated"), Some("3407872 bytes"));
+    assert_eq!(
+        detail(&img, "extents"),
+        Some("SPARSE monolithicSparse.vmdk (10485760 bytes)")
+    );
+    assert!(detail(&img, "cache budget").is_some());
+    assert!(img.notes.is_empty(), "{:?}", img.notes);
     assert_eq!(
         sha1_of(&*img.disk),
         "DD2FADE471D68658B2EBBFF7474F5D0A99DA8989"
@@ -465,6 +475,32 @@ fn vmfs_flat_offset_and_zero_extents() {
     let mut buf = vec![0u8; 512];
     img.disk.read_exact_at(0, &mut buf).unwrap();
     assert!(img.disk.read_exact_at(20 * 512, &mut buf).is_err());
+    // Extents are files named by the descriptor, relative to its folder:
+    // a folder, a device or a missing name is refused.
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::copy(dir.path().join("a-flat.vmdk"), dir.path().join("up.bin")).unwrap();
+    for (name, ok) in [
+        ("sub/../up.bin", true),
+        (".", false),
+        ("..", false),
+        ("/dev/zero", false),
+        ("missing.vmdk", false),
+    ] {
+        let desc = dir.path().join("sub").join("named.vmdk");
+        let name = name.replace("sub/", "../sub/");
+        std::fs::write(
+            &desc,
+            format!(
+                "# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 16 FLAT \"{name}\" 0\n"
+            ),
+        )
+        .unwrap();
+        let r = crate::image::open(&desc);
+        assert_eq!(r.is_ok(), ok, "{name}");
+        if let Ok(img) = r {
+            assert!(read_all(&*img.disk) == a);
+        }
+    }
 }
 
 /// A hand-built VMFSSPARSE (COWD) extent without a parent.
