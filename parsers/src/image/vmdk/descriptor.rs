@@ -256,11 +256,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_extents_and_keys() {
+    fn parses_extents_and_keys() -> Result<()> {
         let text = b"# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n\
 createType=\"twoGbMaxExtentFlat\"\nRW 4192256 FLAT \"a b-f001.vmdk\" 0\nRDONLY 100 ZERO\n\
 RW 8 FLAT \"x.vmdk\" 16\nddb.adapterType = \"ide\"\n";
-        let d = parse(text, 0).unwrap();
+        let d = parse(text, 0)?;
         assert_eq!(d.create_type, "twoGbMaxExtentFlat");
         assert_eq!(d.extents.len(), 3);
         assert_eq!(d.extents[0].file.as_deref(), Some("a b-f001.vmdk"));
@@ -269,6 +269,7 @@ RW 8 FLAT \"x.vmdk\" 16\nddb.adapterType = \"ide\"\n";
         assert!(!d.has_parent());
         assert_eq!(d.adapter_type.as_deref(), Some("ide"));
         assert!(looks_like_descriptor(text));
+        Ok(())
     }
 
     #[test]

@@ -160,8 +160,8 @@ mod tests {
     }
 
     #[test]
-    fn parses_and_bounds() {
-        let h = SparseHeader::parse(&sample(), 0).unwrap();
+    fn parses_and_bounds() -> Result<()> {
+        let h = SparseHeader::parse(&sample(), 0)?;
         assert_eq!(h.grain_bytes(), 65536);
         let mut b = sample();
         b[20..28].copy_from_slice(&4096u64.to_le_bytes());
@@ -172,5 +172,6 @@ mod tests {
         let mut b = sample();
         b[75] = b'\n';
         assert!(SparseHeader::parse(&b, 0).is_err());
+        Ok(())
     }
 }
