@@ -1,9 +1,11 @@
 //! Grain directory and grain tables of a hosted sparse extent, and the
 //! extent as a byte source.
 //!
-//! A grain table entry (GTE) is the sector of the grain in the extent file;
-//! 0 is an unallocated grain and 1 a grain known to be zero. Both read as
-//! zeros here because disks with a parent are refused at open.
+//! A hosted grain table entry (GTE) is the sector of the grain in the extent
+//! file; 0 is an unallocated grain and 1 a grain known to be zero. Both read
+//! as zeros here because disks with a parent are refused at open. SESPARSE
+//! extents use 64-bit entries with a type nibble; they are decoded into the
+//! same three cases.
 
 use std::collections::HashMap;
 use std::io;
@@ -25,10 +27,40 @@ const MAX_GD_ENTRIES: u64 = 8 << 20;
 /// redundant-table check; beyond it both are skipped.
 const MAX_SCAN_BYTES: u64 = 64 << 20;
 
-/// A hosted sparse (or streamOptimized) extent as a byte source.
+/// How directory and table entries are laid out.
+#[derive(Debug, Clone, Copy)]
+pub enum Layout {
+    /// Hosted sparse, streamOptimized, COWD: 32-bit sector numbers.
+    Hosted,
+    /// SESPARSE: 64-bit typed entries; tables and grains are numbered from
+    /// their areas.
+    SeSparse {
+        /// Byte offset of the grain table area.
+        tables_at: u64,
+        /// Sector of the grain area.
+        grains_sector: u64,
+    },
+}
+
+impl Layout {
+    fn entry_bytes(self) -> u64 {
+        match self {
+            Layout::Hosted => 4,
+            Layout::SeSparse { .. } => 8,
+        }
+    }
+}
+
+/// SESPARSE entry type nibbles.
+const SE_TYPE_SHIFT: u32 = 60;
+const SE_LOW: u64 = (1 << SE_TYPE_SHIFT) - 1;
+
+/// A sparse extent (hosted, streamOptimized, COWD, SESPARSE) as a byte
+/// source.
 pub struct SparseExtent {
     file: Source,
     h: SparseHeader,
+    layout: Layout,
     /// Extent size in bytes, as the descriptor gives it.
     size: u64,
     /// Where the grain tables come from.
@@ -46,8 +78,8 @@ pub struct SparseExtent {
 
 /// The grain tables of an extent.
 enum Tables {
-    /// Sector of each grain table, from the primary directory.
-    Dir(Vec<u32>),
+    /// The primary directory's entries, as the layout writes them.
+    Dir(Vec<u64>),
     /// Tables rebuilt in memory by walking a stream's grain markers, by
     /// table index; absent tables are unallocated.
     Rebuilt(HashMap<u64, Arc<[u8]>>),
@@ -62,24 +94,27 @@ pub struct Scan {
     pub notes: Vec<String>,
 }
 
-fn le32(b: &[u8], i: usize) -> u32 {
-    match b.get(i * 4..i * 4 + 4) {
-        Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+/// Entry `i` of a table of `width`-byte little-endian entries (0 if out of
+/// range: a short table has nothing allocated).
+fn entry_at(b: &[u8], i: usize, width: u64) -> u64 {
+    let w = width as usize;
+    match b.get(i * w..i * w + w) {
+        Some(s) => s.iter().rev().fold(0u64, |acc, &x| acc << 8 | u64::from(x)),
         None => 0,
     }
 }
 
-fn count_allocated(gt: &[u8]) -> u64 {
-    gt.chunks_exact(4)
-        .filter(|e| u32::from_le_bytes([e[0], e[1], e[2], e[3]]) > 1)
-        .count() as u64
-}
-
-fn read_dir(file: &dyn ReadAt, sector: u64, entries: u64, what: &str) -> Result<Vec<u32>> {
+fn read_dir(
+    file: &dyn ReadAt,
+    sector: u64,
+    entries: u64,
+    width: u64,
+    what: &str,
+) -> Result<Vec<u64>> {
     let at = sector
         .checked_mul(512)
         .ok_or_else(|| Error::corrupt(LAYER, 0, format!("{what} sector {sector} overflows")))?;
-    let bytes = entries * 4;
+    let bytes = entries * width;
     if at.checked_add(bytes).is_none_or(|end| end > file.size()) {
         return Err(Error::corrupt(
             LAYER,
@@ -93,13 +128,25 @@ fn read_dir(file: &dyn ReadAt, sector: u64, entries: u64, what: &str) -> Result<
     let mut raw = vec![0u8; bytes as usize];
     file.read_exact_at(at, &mut raw)
         .map_err(|e| Error::io(LAYER, at, e))?;
-    Ok((0..entries as usize).map(|i| le32(&raw, i)).collect())
+    Ok((0..entries as usize)
+        .map(|i| entry_at(&raw, i, width))
+        .collect())
 }
 
 impl SparseExtent {
     /// Opens the extent in `file` whose effective header is `h` (the footer
     /// for a stream with the directory at the end), `size` bytes long.
     pub fn open(file: Source, h: SparseHeader, size: u64) -> Result<(Self, Scan)> {
+        Self::open_layout(file, h, size, Layout::Hosted)
+    }
+
+    /// Like [`SparseExtent::open`], for entries laid out as `layout` says.
+    pub fn open_layout(
+        file: Source,
+        h: SparseHeader,
+        size: u64,
+        layout: Layout,
+    ) -> Result<(Self, Scan)> {
         let grains = h.capacity.div_ceil(h.grain_sectors);
         let gd_entries = grains.div_ceil(u64::from(h.gtes_per_gt));
         if gd_entries > MAX_GD_ENTRIES {
@@ -109,8 +156,14 @@ impl SparseExtent {
                 format!("grain directory of {gd_entries} entries is implausibly large"),
             ));
         }
-        let gd = read_dir(&*file, h.gd_offset, gd_entries, "grain directory")?;
-        Ok(Self::with_tables(file, h, size, Tables::Dir(gd)))
+        let gd = read_dir(
+            &*file,
+            h.gd_offset,
+            gd_entries,
+            layout.entry_bytes(),
+            "grain directory",
+        )?;
+        Ok(Self::with_tables(file, h, size, layout, Tables::Dir(gd)))
     }
 
     /// Opens a stream whose directory is lost (a truncated download) from
@@ -134,15 +187,23 @@ impl SparseExtent {
             }
         }
         let tables = tables.into_iter().map(|(k, v)| (k, v.into())).collect();
-        let (mut ext, scan) = Self::with_tables(file, h, size, Tables::Rebuilt(tables));
+        let (mut ext, scan) =
+            Self::with_tables(file, h, size, Layout::Hosted, Tables::Rebuilt(tables));
         ext.lost_from = lost_from;
         (ext, scan)
     }
 
-    fn with_tables(file: Source, h: SparseHeader, size: u64, tables: Tables) -> (Self, Scan) {
-        let gt_bytes = u64::from(h.gtes_per_gt) * 4;
+    fn with_tables(
+        file: Source,
+        h: SparseHeader,
+        size: u64,
+        layout: Layout,
+        tables: Tables,
+    ) -> (Self, Scan) {
+        let gt_bytes = u64::from(h.gtes_per_gt) * layout.entry_bytes();
         let ext = SparseExtent {
             file,
+            layout,
             size,
             tables,
             lost_from: None,
@@ -161,8 +222,8 @@ impl SparseExtent {
         &self.h
     }
 
-    fn read_gt(&self, sector: u32) -> Result<Vec<u8>> {
-        let at = u64::from(sector) * 512;
+    /// Reads the grain table at byte `at`.
+    fn read_gt(&self, at: u64) -> Result<Vec<u8>> {
         let mut gt = vec![0u8; self.gt_bytes as usize];
         self.file
             .read_exact_at(at, &mut gt)
@@ -187,7 +248,7 @@ impl SparseExtent {
             Tables::Dir(gd) => gd,
             Tables::Rebuilt(t) => return Ok(t.get(&i).cloned()),
         };
-        let sector = match gd.get(i as usize) {
+        let raw = match gd.get(i as usize) {
             Some(&s) => s,
             None => {
                 return Err(Error::corrupt(
@@ -197,12 +258,62 @@ impl SparseExtent {
                 ))
             }
         };
-        if sector == 0 {
+        let Some(at) = self.table_at(raw)? else {
             return Ok(None);
-        }
+        };
         self.cache
-            .get_or_load(self.gt_owner, i, || self.read_gt(sector))
+            .get_or_load(self.gt_owner, i, || self.read_gt(at))
             .map(Some)
+    }
+
+    /// Byte offset of the table a directory entry names, or `None` for an
+    /// entry with no table.
+    fn table_at(&self, raw: u64) -> Result<Option<u64>> {
+        let at = match self.layout {
+            Layout::Hosted if raw == 0 => return Ok(None),
+            Layout::Hosted => raw.checked_mul(512),
+            Layout::SeSparse { tables_at, .. } => match raw >> SE_TYPE_SHIFT {
+                0 => return Ok(None),
+                1 => (raw & SE_LOW)
+                    .checked_mul(self.gt_bytes)
+                    .and_then(|b| b.checked_add(tables_at)),
+                _ => None,
+            },
+        };
+        at.map(Some)
+            .ok_or_else(|| Error::corrupt(LAYER, 0, format!("bad grain directory entry {raw:#x}")))
+    }
+
+    /// Decodes table entry `j` of `gt` into 0 (unallocated), 1 (zero) or
+    /// the grain's sector.
+    fn decode(&self, gt: &[u8], j: usize) -> Result<u64> {
+        let e = entry_at(gt, j, self.layout.entry_bytes());
+        let Layout::SeSparse { grains_sector, .. } = self.layout else {
+            return Ok(e);
+        };
+        let sector = match e >> SE_TYPE_SHIFT {
+            0 if e == 0 => return Ok(0),
+            // Unmapped (trimmed) and zeroed grains both read as zeros.
+            1 | 2 => return Ok(1),
+            3 => {
+                // The grain number is split: its low 12 bits sit above the
+                // 48-bit high part.
+                let cluster = ((e >> 48) & 0xfff) | ((e & 0xffff_ffff_ffff) << 12);
+                cluster
+                    .checked_mul(self.h.grain_sectors)
+                    .and_then(|c| c.checked_add(grains_sector))
+                    .filter(|&s| s > 1)
+            }
+            _ => None,
+        };
+        sector.ok_or_else(|| Error::corrupt(LAYER, 0, format!("bad grain table entry {e:#x}")))
+    }
+
+    /// Grains that hold data in table `gt`.
+    fn count_allocated(&self, gt: &[u8]) -> u64 {
+        (0..self.h.gtes_per_gt as usize)
+            .filter(|&j| self.decode(gt, j).is_ok_and(|s| s > 1))
+            .count() as u64
     }
 
     /// Counts allocated grains and compares the redundant directory, within
@@ -218,7 +329,7 @@ impl SparseExtent {
         let tables = match &self.tables {
             Tables::Dir(gd) => gd.len() as u64,
             Tables::Rebuilt(t) => {
-                let n = t.values().map(|gt| count_allocated(gt)).sum();
+                let n = t.values().map(|gt| self.count_allocated(gt)).sum();
                 scan.allocated_grains = Some(n);
                 return scan;
             }
@@ -231,6 +342,7 @@ impl SparseExtent {
                 &*self.file,
                 self.h.rgd_offset,
                 tables,
+                self.layout.entry_bytes(),
                 "redundant grain directory",
             ) {
                 Ok(r) => Some(r),
@@ -257,14 +369,13 @@ impl SparseExtent {
                 }
             };
             if let Some(gt) = &primary {
-                allocated += count_allocated(gt);
+                allocated += self.count_allocated(gt);
             }
             let Some(rgd) = &rgd else { continue };
             let r_sector = rgd.get(i as usize).copied().unwrap_or(0);
-            let redundant = if r_sector == 0 {
-                None
-            } else {
-                self.read_gt(r_sector).ok()
+            let redundant = match self.table_at(r_sector) {
+                Ok(Some(at)) => self.read_gt(at).ok(),
+                _ => None,
             };
             let same = match (&primary, &redundant) {
                 (Some(p), Some(r)) => p[..] == r[..],
@@ -299,14 +410,22 @@ impl SparseExtent {
         // The current table, kept across grains so a long read looks it up
         // once per table rather than once per grain.
         let mut cur: Option<(u64, Option<Arc<[u8]>>)> = None;
-        let mut entry = |g: u64| -> Result<u32> {
+        let mut entry = |g: u64| -> Result<u64> {
             let (t, j) = (g / gtes, (g % gtes) as usize);
             if cur.as_ref().is_none_or(|(ct, _)| *ct != t) {
                 cur = Some((t, self.gt(t)?));
             }
-            Ok(match &cur {
-                Some((_, Some(gt))) => le32(gt, j),
-                _ => 0,
+            match &cur {
+                Some((_, Some(gt))) => self.decode(gt, j),
+                _ => Ok(0),
+            }
+        };
+        let sector_at = |s: u64, pos: usize| {
+            s.checked_mul(512).ok_or_else(|| {
+                (
+                    pos,
+                    Error::corrupt(LAYER, 0, format!("grain sector {s} overflows")),
+                )
             })
         };
         while pos < len {
@@ -327,7 +446,7 @@ impl SparseExtent {
             } else if gte <= 1 {
                 buf[pos..pos + n].fill(0);
             } else if self.h.compressed() {
-                let at = u64::from(gte) * 512;
+                let at = sector_at(gte, pos)?;
                 let grain = self
                     .cache
                     .get_or_load(self.grain_owner, g, || {
@@ -342,17 +461,17 @@ impl SparseExtent {
                 // Grains laid out one after another in the file become one
                 // positional read.
                 let mut next = g + 1;
-                let mut want = u64::from(gte) + self.h.grain_sectors;
+                let mut want = gte.saturating_add(self.h.grain_sectors);
                 while pos + n < len {
                     let e = entry(next).map_err(|e| (pos, e))?;
-                    if u64::from(e) != want {
+                    if e != want {
                         break;
                     }
                     n += (gb as usize).min(len - pos - n);
                     next += 1;
-                    want += self.h.grain_sectors;
+                    want = want.saturating_add(self.h.grain_sectors);
                 }
-                let at = u64::from(gte) * 512 + within;
+                let at = sector_at(gte, pos)?.saturating_add(within);
                 self.file
                     .read_exact_at(at, &mut buf[pos..pos + n])
                     .map_err(|e| (pos, past_end(&*self.file, at, e)))?;

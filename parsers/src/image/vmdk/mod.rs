@@ -11,6 +11,7 @@ mod cowd;
 mod descriptor;
 mod extent;
 mod grain;
+mod sesparse;
 mod sparse_header;
 mod stream;
 #[cfg(test)]
@@ -315,6 +316,9 @@ fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
             }
             ExtentKind::VmfsSparse => {
                 parts.push(cowd::open(src, bytes).map_err(|e| e.context(ctx()))?);
+            }
+            ExtentKind::SeSparse => {
+                parts.push(sesparse::open(src, bytes).map_err(|e| e.context(ctx()))?);
             }
             other => {
                 return Err(Error::unsupported(
