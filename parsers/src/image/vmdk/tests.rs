@@ -507,38 +507,7 @@ fn vmfs_flat_offset_and_zero_extents() {
 #[test]
 fn cowd_extent() {
     let dir = tempfile::tempdir().unwrap();
-    let (capacity, grain) = (2048u32, 8u32);
-    let mut f = vec![0u8; 2048];
-    f[0..4].copy_from_slice(b"COWD");
-    for (at, v) in [
-        (4, 1u32),
-        (8, 3),
-        (12, capacity),
-        (16, grain),
-        (20, 4),
-        (24, 1),
-    ] {
-        f[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    }
-    // GD at sector 4 (one table at sector 5), the table, then grains.
-    f.resize(5 * 512, 0);
-    f[4 * 512..4 * 512 + 4].copy_from_slice(&5u32.to_le_bytes());
-    let mut gt = vec![0u8; 4096 * 4];
-    let mut want = vec![0u8; capacity as usize * 512];
-    let mut next: u32 = 5 + 32;
-    let mut grains = Vec::new();
-    let mut rng = Rng(21);
-    for g in [0usize, 1, 7, 100, 255] {
-        gt[g * 4..g * 4 + 4].copy_from_slice(&next.to_le_bytes());
-        let d: Vec<u8> = (0..grain as usize * 512)
-            .map(|_| rng.next() as u8)
-            .collect();
-        want[g * 4096..(g + 1) * 4096].copy_from_slice(&d);
-        grains.extend_from_slice(&d);
-        next += grain;
-    }
-    f.extend_from_slice(&gt);
-    f.extend_from_slice(&grains);
+    let (f, want) = build_cowd();
     std::fs::write(dir.path().join("d-delta.vmdk"), &f).unwrap();
     let desc = dir.path().join("d.vmdk");
     std::fs::write(
@@ -718,6 +687,26 @@ fn hostile_input() {
         );
     }
     let mut rng = Rng(0xdead_beef);
+    // COWD and SESPARSE extents have no descriptor inside: open them as
+    // extents directly.
+    let extents = [build_cowd().0, build_sesparse().0];
+    for case in 0..600 {
+        let v = mutate(&extents[case % 2], &mut rng);
+        let size = if case % 2 == 0 {
+            2048 * 512
+        } else {
+            40960 * 512
+        };
+        let src: Source = Arc::new(MemSource(v));
+        let opened = if case % 2 == 0 {
+            cowd::open(src, size)
+        } else {
+            sesparse::open(src, size)
+        };
+        if let Ok(disk) = opened {
+            read_through(&*disk, &mut rng);
+        }
+    }
     let fake = PathBuf::from("/nonexistent/m.vmdk");
     let mut opened = 0;
     for case in 0..3000 {
@@ -846,6 +835,64 @@ fn zeroed_grain_entries_read_as_zeros() {
 #[test]
 fn sesparse_extent() {
     let dir = tempfile::tempdir().unwrap();
+    let (f, want) = build_sesparse();
+    std::fs::write(dir.path().join("d-sesparse.vmdk"), &f).unwrap();
+    let desc = dir.path().join("d.vmdk");
+    std::fs::write(
+        &desc,
+        "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n\
+         createType=\"seSparse\"\nRW 40960 SESPARSE \"d-sesparse.vmdk\"\n",
+    )
+    .unwrap();
+    let img = crate::image::open(&desc).unwrap();
+    assert!(read_all(&*img.disk) == want);
+    random_reads(&*img.disk, &want, 44, 100);
+    if have("qemu-img", "--version") {
+        let back = dir.path().join("se.raw");
+        qemu_raw(&desc, &back);
+        assert!(std::fs::read(&back).unwrap() == want, "qemu reads it so");
+    }
+}
+
+/// A COWD extent (2048 sectors, 4 KiB grains) and the disk it holds.
+fn build_cowd() -> (Vec<u8>, Vec<u8>) {
+    let (capacity, grain) = (2048u32, 8u32);
+    let mut f = vec![0u8; 2048];
+    f[0..4].copy_from_slice(b"COWD");
+    for (at, v) in [
+        (4, 1u32),
+        (8, 3),
+        (12, capacity),
+        (16, grain),
+        (20, 4),
+        (24, 1),
+    ] {
+        f[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    // GD at sector 4 (one table at sector 5), the table, then grains.
+    f.resize(5 * 512, 0);
+    f[4 * 512..4 * 512 + 4].copy_from_slice(&5u32.to_le_bytes());
+    let mut gt = vec![0u8; 4096 * 4];
+    let mut want = vec![0u8; capacity as usize * 512];
+    let mut next: u32 = 5 + 32;
+    let mut grains = Vec::new();
+    let mut rng = Rng(21);
+    for g in [0usize, 1, 7, 100, 255] {
+        gt[g * 4..g * 4 + 4].copy_from_slice(&next.to_le_bytes());
+        let d: Vec<u8> = (0..grain as usize * 512)
+            .map(|_| rng.next() as u8)
+            .collect();
+        want[g * 4096..(g + 1) * 4096].copy_from_slice(&d);
+        grains.extend_from_slice(&d);
+        next += grain;
+    }
+    f.extend_from_slice(&gt);
+    f.extend_from_slice(&grains);
+    (f, want)
+}
+
+/// A SESPARSE extent (40960 sectors) and the disk it holds.
+fn build_sesparse() -> (Vec<u8>, Vec<u8>) {
     let capacity = 40960u64; // 20 MiB: 5120 grains, two grain tables
     let (gd, tables, grains) = (2u64, 3u64, 3 + 2 * 64);
     let mut f = vec![0u8; grains as usize * 512];
@@ -897,20 +944,5 @@ fn sesparse_extent() {
         f[at..at + 8].copy_from_slice(&(kind << 60).to_le_bytes());
     }
     f.extend_from_slice(&data);
-    std::fs::write(dir.path().join("d-sesparse.vmdk"), &f).unwrap();
-    let desc = dir.path().join("d.vmdk");
-    std::fs::write(
-        &desc,
-        "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n\
-         createType=\"seSparse\"\nRW 40960 SESPARSE \"d-sesparse.vmdk\"\n",
-    )
-    .unwrap();
-    let img = crate::image::open(&desc).unwrap();
-    assert!(read_all(&*img.disk) == want);
-    random_reads(&*img.disk, &want, 44, 100);
-    if have("qemu-img", "--version") {
-        let back = dir.path().join("se.raw");
-        qemu_raw(&desc, &back);
-        assert!(std::fs::read(&back).unwrap() == want, "qemu reads it so");
-    }
+    (f, want)
 }
