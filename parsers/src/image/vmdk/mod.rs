@@ -115,11 +115,7 @@ fn open_sparse(file: Source, size: Option<u64>) -> Result<(SparseExtent, Facts, 
     let h = SparseHeader::parse(&sector, 0)?;
     let mut notes = Vec::new();
     let effective = if h.gd_offset == GD_AT_END {
-        match stream::read_footer(&*file) {
-            Ok(f) => Ok(f),
-            Err(e) if h.markers() => Err(e),
-            Err(e) => return Err(e),
-        }
+        stream::read_footer(&*file)
     } else {
         Ok(h.clone())
     };
@@ -210,19 +206,20 @@ fn open_monolithic(file: Source, name: &str) -> Result<Image> {
         check_parent(d)?;
         // The file is its own (only) extent whatever name the descriptor
         // gives it: files get renamed, descriptors do not follow.
-        if d.extents.len() != 1 || d.extents[0].kind != ExtentKind::Sparse {
-            notes.push(format!(
+        match d.extents.as_slice() {
+            [e] if e.kind == ExtentKind::Sparse => {
+                if e.sectors != h.capacity && e.sectors != ext.header().capacity {
+                    notes.push(format!(
+                        "the embedded descriptor gives {} sectors, the header {}; the header is used",
+                        e.sectors,
+                        ext.header().capacity
+                    ));
+                }
+            }
+            all => notes.push(format!(
                 "the embedded descriptor lists {} extent(s); only this file is read",
-                d.extents.len()
-            ));
-        } else if d.extents[0].sectors != h.capacity
-            && d.extents[0].sectors != ext.header().capacity
-        {
-            notes.push(format!(
-                "the embedded descriptor gives {} sectors, the header {}; the header is used",
-                d.extents[0].sectors,
-                ext.header().capacity
-            ));
+                all.len()
+            )),
         }
     }
     let size = ext.size();
