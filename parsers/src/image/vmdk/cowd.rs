@@ -69,6 +69,5 @@ pub fn open(file: Source, size: u64) -> Result<Source> {
     file.read_exact_at(0, &mut sector)
         .map_err(|e| Error::io(LAYER, 0, e))?;
     let h = parse(&sector)?;
-    let (ext, _) = SparseExtent::open(file, h, size)?;
-    Ok(Arc::new(ext))
+    Ok(Arc::new(SparseExtent::open(file, h, size)?))
 }

@@ -23,9 +23,10 @@ use super::LAYER;
 /// of 64 KiB grains); the bound keeps a hostile capacity from
 /// allocating without limit.
 const MAX_GD_ENTRIES: u64 = 8 << 20;
-/// Bytes of grain tables scanned at open for the allocation count and the
-/// redundant-table check; beyond it both are skipped.
-const MAX_SCAN_BYTES: u64 = 64 << 20;
+/// Bytes of grain tables one open may scan for the allocation count and
+/// the redundant-table check, over all extents; beyond it both are skipped
+/// so that opening a disk of thousands of extents stays quick.
+pub const SCAN_BUDGET: u64 = 64 << 20;
 
 /// How directory and table entries are laid out.
 #[derive(Debug, Clone, Copy)]
@@ -136,17 +137,12 @@ fn read_dir(
 impl SparseExtent {
     /// Opens the extent in `file` whose effective header is `h` (the footer
     /// for a stream with the directory at the end), `size` bytes long.
-    pub fn open(file: Source, h: SparseHeader, size: u64) -> Result<(Self, Scan)> {
+    pub fn open(file: Source, h: SparseHeader, size: u64) -> Result<Self> {
         Self::open_layout(file, h, size, Layout::Hosted)
     }
 
     /// Like [`SparseExtent::open`], for entries laid out as `layout` says.
-    pub fn open_layout(
-        file: Source,
-        h: SparseHeader,
-        size: u64,
-        layout: Layout,
-    ) -> Result<(Self, Scan)> {
+    pub fn open_layout(file: Source, h: SparseHeader, size: u64, layout: Layout) -> Result<Self> {
         let grains = h.capacity.div_ceil(h.grain_sectors);
         let gd_entries = grains.div_ceil(u64::from(h.gtes_per_gt));
         if gd_entries > MAX_GD_ENTRIES {
@@ -174,7 +170,7 @@ impl SparseExtent {
         size: u64,
         grains: &HashMap<u64, u32>,
         lost_from: Option<u64>,
-    ) -> (Self, Scan) {
+    ) -> Self {
         let gtes = u64::from(h.gtes_per_gt);
         let mut tables: HashMap<u64, Vec<u8>> = HashMap::new();
         for (&g, &sector) in grains {
@@ -187,10 +183,9 @@ impl SparseExtent {
             }
         }
         let tables = tables.into_iter().map(|(k, v)| (k, v.into())).collect();
-        let (mut ext, scan) =
-            Self::with_tables(file, h, size, Layout::Hosted, Tables::Rebuilt(tables));
+        let mut ext = Self::with_tables(file, h, size, Layout::Hosted, Tables::Rebuilt(tables));
         ext.lost_from = lost_from;
-        (ext, scan)
+        ext
     }
 
     fn with_tables(
@@ -199,7 +194,7 @@ impl SparseExtent {
         size: u64,
         layout: Layout,
         tables: Tables,
-    ) -> (Self, Scan) {
+    ) -> Self {
         let gt_bytes = u64::from(h.gtes_per_gt) * layout.entry_bytes();
         let ext = SparseExtent {
             file,
@@ -213,8 +208,7 @@ impl SparseExtent {
             cache: ChunkCache::global(),
             h,
         };
-        let scan = ext.scan();
-        (ext, scan)
+        ext
     }
 
     /// The header in effect.
@@ -316,9 +310,9 @@ impl SparseExtent {
             .count() as u64
     }
 
-    /// Counts allocated grains and compares the redundant directory, within
-    /// a bounded amount of reading.
-    fn scan(&self) -> Scan {
+    /// Counts allocated grains and compares the redundant directory, if the
+    /// tables fit in what is left of `budget` bytes of reading.
+    pub fn scan(&self, budget: &mut u64) -> Scan {
         let mut scan = Scan::default();
         if self.h.unclean_shutdown {
             scan.notes.push(
@@ -334,9 +328,11 @@ impl SparseExtent {
                 return scan;
             }
         };
-        if tables.saturating_mul(self.gt_bytes).saturating_mul(2) > MAX_SCAN_BYTES {
+        let cost = tables.saturating_mul(self.gt_bytes).saturating_mul(2);
+        if cost > *budget {
             return scan;
         }
+        *budget -= cost;
         let rgd = if self.h.flags & FLAG_REDUNDANT_GT != 0 && self.h.rgd_offset != 0 {
             match read_dir(
                 &*self.file,

@@ -107,8 +107,12 @@ fn check_parent(d: &Descriptor) -> Result<()> {
 }
 
 /// Reads the header of the sparse extent in `file` and opens it with `size`
-/// bytes (or its capacity when `None`).
-fn open_sparse(file: Source, size: Option<u64>) -> Result<(SparseExtent, Facts, SparseHeader)> {
+/// bytes (or its capacity when `None`), scanning its tables within `budget`.
+fn open_sparse(
+    file: Source,
+    size: Option<u64>,
+    budget: &mut u64,
+) -> Result<(SparseExtent, Facts, SparseHeader)> {
     let mut sector = [0u8; 512];
     file.read_exact_at(0, &mut sector)
         .map_err(|e| Error::io(LAYER, 0, e))?;
@@ -126,7 +130,7 @@ fn open_sparse(file: Source, size: Option<u64>) -> Result<(SparseExtent, Facts, 
         let size = size.unwrap_or(eff.capacity * 512);
         SparseExtent::open(file.clone(), eff, size)
     });
-    let (ext, scan) = match opened {
+    let ext = match opened {
         Ok(x) => x,
         // A stream cut short loses its directory and footer, but each grain
         // carries its own address: walk the markers instead.
@@ -153,6 +157,7 @@ fn open_sparse(file: Source, size: Option<u64>) -> Result<(SparseExtent, Facts, 
         }
         Err(e) => return Err(e),
     };
+    let scan = ext.scan(budget);
     let eff = ext.header().clone();
     let size = ext.size();
     let mut facts = Facts {
@@ -178,7 +183,8 @@ fn open_sparse(file: Source, size: Option<u64>) -> Result<(SparseExtent, Facts, 
 /// streamOptimized with the descriptor inside, or one piece of a split disk.
 fn open_monolithic(file: Source, name: &str) -> Result<Image> {
     let file_bytes = file.size();
-    let (ext, facts, h) = open_sparse(file.clone(), None)?;
+    let mut budget = grain::SCAN_BUDGET;
+    let (ext, facts, h) = open_sparse(file.clone(), None, &mut budget)?;
     let mut notes = facts.notes.clone();
     let desc = if h.descriptor_offset != 0 && h.descriptor_sectors != 0 {
         let at = h.descriptor_offset.saturating_mul(512);
@@ -255,7 +261,11 @@ fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
     check_parent(&d)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut file_bytes = len;
-    let mut facts = Facts::default();
+    let mut facts = Facts {
+        allocated: Some(0),
+        ..Facts::default()
+    };
+    let mut budget = grain::SCAN_BUDGET;
     let mut parts: Vec<Source> = Vec::with_capacity(d.extents.len());
     // One open file per name, however often the descriptor repeats it.
     let mut files: HashMap<&str, Source> = HashMap::new();
@@ -274,6 +284,13 @@ fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
                 LAYER,
                 format!("extent {i} is NOACCESS: its data is not in this disk"),
             ));
+        }
+        // Flat data is all allocated; sparse extents add what their scan
+        // found, or make the total unknown.
+        if matches!(e.kind, ExtentKind::Flat | ExtentKind::Vmfs) {
+            facts.allocated = facts.allocated.map(|a| a.saturating_add(bytes));
+        } else if e.kind != ExtentKind::Sparse && e.kind != ExtentKind::Zero {
+            facts.allocated = None;
         }
         if e.kind == ExtentKind::Zero {
             parts.push(Arc::new(ZeroExtent(bytes)));
@@ -298,12 +315,12 @@ fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
                 parts.push(Arc::new(FlatExtent::new(src, start, bytes)));
             }
             ExtentKind::Sparse => {
-                let (ext, f, _) = open_sparse(src, Some(bytes)).map_err(|e| e.context(ctx()))?;
+                let (ext, f, _) =
+                    open_sparse(src, Some(bytes), &mut budget).map_err(|e| e.context(ctx()))?;
                 facts.grain_bytes = facts.grain_bytes.or(f.grain_bytes);
                 facts.compressed |= f.compressed;
                 facts.allocated = match (facts.allocated, f.allocated) {
                     (Some(a), Some(b)) => Some(a.saturating_add(b)),
-                    (None, b) if i == 0 || parts.is_empty() => b,
                     _ => None,
                 };
                 facts

@@ -99,6 +99,5 @@ pub fn open(file: Source, size: u64) -> Result<Source> {
         tables_at,
         grains_sector,
     };
-    let (ext, _) = SparseExtent::open_layout(file, h, size, layout)?;
-    Ok(Arc::new(ext))
+    Ok(Arc::new(SparseExtent::open_layout(file, h, size, layout)?))
 }

@@ -228,6 +228,14 @@ fn qemu_subformats_match_qemu_raw() {
         let img = crate::image::open(&vmdk).unwrap_or_else(|e| panic!("{opts}: {e}"));
         assert_eq!(img.format, "vmdk");
         assert_eq!(detail(&img, "createType"), Some(*create_type), "{opts}");
+        let allocated: u64 = detail(&img, "allocated")
+            .and_then(|a| a.split(' ').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{opts}: allocated in {:?}", img.details));
+        assert!(
+            allocated > 0 && allocated <= size + 65536,
+            "{opts}: {allocated}"
+        );
         let got = read_all(&*img.disk);
         assert!(got == want, "{opts}: virtual disk differs from qemu's");
         random_reads(&*img.disk, &want, 0x1000 + i as u64, 300);
