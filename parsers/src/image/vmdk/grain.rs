@@ -196,7 +196,7 @@ impl SparseExtent {
         tables: Tables,
     ) -> Self {
         let gt_bytes = u64::from(h.gtes_per_gt) * layout.entry_bytes();
-        let ext = SparseExtent {
+        SparseExtent {
             file,
             layout,
             size,
@@ -207,8 +207,7 @@ impl SparseExtent {
             grain_owner: ChunkCache::owner(),
             cache: ChunkCache::global(),
             h,
-        };
-        ext
+        }
     }
 
     /// The header in effect.
