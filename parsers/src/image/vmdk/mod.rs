@@ -1,11 +1,14 @@
 //! VMware VMDK (Virtual Disk Format 5.0): a text descriptor naming extents
-//! (FLAT, ZERO, VMFS, hosted SPARSE, streamOptimized), or a sparse extent
-//! with the descriptor embedded.
+//! (FLAT, ZERO, VMFS, hosted SPARSE and streamOptimized, VMFSSPARSE, SESPARSE),
+//! or a sparse extent with the descriptor embedded.
 //!
 //! Found by content: a sparse extent starts with `KDMV`; a standalone
 //! descriptor is a small text file starting with `# Disk DescriptorFile` or
 //! carrying `createType`. Extent files are resolved relative to the
-//! descriptor's folder and opened read-only.
+//! descriptor's folder exactly as named and opened read-only.
+//!
+//! Delta disks (a `parentCID` other than `ffffffff`) are refused: their
+//! unallocated grains are the parent's data, never zeros.
 
 mod cowd;
 mod descriptor;
