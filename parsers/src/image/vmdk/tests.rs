@@ -954,3 +954,44 @@ fn build_sesparse() -> (Vec<u8>, Vec<u8>) {
     f.extend_from_slice(&data);
     (f, want)
 }
+
+/// A source that counts the reads made of it.
+struct Counting(MemSource, std::sync::atomic::AtomicUsize);
+
+impl ReadAt for Counting {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.read_at(offset, buf)
+    }
+}
+
+/// Contiguous grains are one positional read; an inflated grain is read and
+/// inflated once, then served from the cache.
+#[test]
+fn reads_coalesce_and_grains_are_cached() {
+    use std::sync::atomic::Ordering;
+    let Some(img) = qemu_sparse(1 << 20, "") else {
+        return;
+    };
+    let src = Arc::new(Counting(MemSource(img), 0.into()));
+    let disk = open(Path::new("c.vmdk"), src.clone()).unwrap().disk;
+    let mut buf = vec![0u8; 1 << 20];
+    disk.read_exact_at(0, &mut buf).unwrap(); // loads the table if evicted
+    src.1.store(0, Ordering::Relaxed);
+    disk.read_exact_at(0, &mut buf).unwrap();
+    assert_eq!(src.1.load(Ordering::Relaxed), 1, "one read for 16 grains");
+
+    let stream = std::fs::read(Path::new(REAL).join("compressed_stream_opt.vmdk")).unwrap();
+    let src = Arc::new(Counting(MemSource(stream), 0.into()));
+    let disk = open(Path::new("s.vmdk"), src.clone()).unwrap().disk;
+    let mut b = [0u8; 100];
+    disk.read_exact_at(10, &mut b).unwrap();
+    src.1.store(0, Ordering::Relaxed);
+    for at in [0u64, 5000, 60000] {
+        disk.read_exact_at(at, &mut b).unwrap();
+    }
+    assert_eq!(src.1.load(Ordering::Relaxed), 0, "served from the cache");
+}
