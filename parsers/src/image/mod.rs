@@ -6,6 +6,7 @@ pub mod qcow2;
 mod raw;
 pub mod vhd;
 pub mod vhdx;
+pub mod vmdk;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +42,11 @@ pub fn open(path: &Path) -> Result<Image> {
     }
     if vhd::probe(&*file) {
         return vhd::open(path, file);
+    }
+    let mut head = [0u8; 512];
+    let got = crate::ReadAt::read_at(&*file, 0, &mut head).map_err(|e| Error::io("image", 0, e))?;
+    if vmdk::probe(&head[..got], file_bytes) {
+        return vmdk::open(path, file);
     }
     raw::open(file, file_bytes)
 }

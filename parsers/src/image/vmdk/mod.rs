@@ -1,0 +1,411 @@
+//! VMware VMDK (Virtual Disk Format 5.0): a text descriptor naming extents
+//! (FLAT, ZERO, VMFS, hosted SPARSE and streamOptimized, VMFSSPARSE, SESPARSE),
+//! or a sparse extent with the descriptor embedded.
+//!
+//! Found by content: a sparse extent starts with `KDMV`; a standalone
+//! descriptor is a small text file starting with `# Disk DescriptorFile` or
+//! carrying `createType`. Extent files are resolved relative to the
+//! descriptor's folder exactly as named and opened read-only.
+//!
+//! Delta disks (a `parentCID` other than `ffffffff`) are refused: their
+//! unallocated grains are the parent's data, never zeros.
+
+mod cowd;
+mod descriptor;
+mod extent;
+mod grain;
+mod sesparse;
+mod sparse_header;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::cache::ChunkCache;
+use crate::readat::{Concat, FileSource};
+use crate::{Error, ReadAt, Result, Source};
+
+use super::Image;
+use descriptor::{Access, Descriptor, ExtentKind, MAX_DESCRIPTOR_BYTES};
+use extent::{FlatExtent, ZeroExtent};
+use grain::SparseExtent;
+use sparse_header::{SparseHeader, GD_AT_END, MAGIC};
+
+/// Layer name in errors.
+pub(crate) const LAYER: &str = "vmdk";
+
+/// Most extent lines listed one by one in `info`.
+const LISTED_EXTENTS: usize = 16;
+
+/// Whether a file starting with `head` (at least its first 512 bytes, when
+/// the file has them) of `file_size` bytes is a VMDK this module opens.
+pub fn probe(head: &[u8], file_size: u64) -> bool {
+    head.starts_with(MAGIC)
+        || head.starts_with(cowd::MAGIC)
+        || (file_size <= MAX_DESCRIPTOR_BYTES as u64 && descriptor::looks_like_descriptor(head))
+}
+
+/// What one sparse extent contributes to `info`.
+#[derive(Default)]
+struct Facts {
+    grain_bytes: Option<u64>,
+    allocated: Option<u64>,
+    compressed: bool,
+    notes: Vec<String>,
+}
+
+/// Opens the VMDK whose descriptor or sparse extent is `file`, read from
+/// `path` (extents are resolved against its folder).
+pub fn open(path: &Path, file: Source) -> Result<Image> {
+    let mut head = [0u8; 512];
+    let got = read_head(&*file, &mut head)?;
+    let name = path.display().to_string();
+    if head.starts_with(MAGIC) {
+        let base = path
+            .file_name()
+            .map_or_else(|| name.clone(), |f| f.to_string_lossy().into_owned());
+        open_monolithic(file, &base).map_err(|e| e.context(name))
+    } else if head.starts_with(cowd::MAGIC) {
+        Err(Error::unsupported(
+            LAYER,
+            "a lone VMFSSPARSE (COWD) extent: open its descriptor",
+        )
+        .context(name))
+    } else if descriptor::looks_like_descriptor(&head[..got]) {
+        open_descriptor(path, file).map_err(|e| e.context(name))
+    } else {
+        Err(Error::corrupt(LAYER, 0, "neither a VMDK descriptor nor a sparse extent").context(name))
+    }
+}
+
+fn read_head(file: &dyn ReadAt, head: &mut [u8; 512]) -> Result<usize> {
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(got as u64, &mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(Error::io(LAYER, got as u64, e)),
+        }
+    }
+    Ok(got)
+}
+
+/// Refuses delta disks: their unallocated grains are the parent's data,
+/// and reading them as zeros would be wrong.
+fn check_parent(d: &Descriptor) -> Result<()> {
+    if d.has_parent() {
+        return Err(Error::unsupported(
+            LAYER,
+            format!(
+                "delta disk with parentCID {} (parent {:?}): snapshot chains are not read yet",
+                d.parent_cid.as_deref().unwrap_or(""),
+                d.parent_hint.as_deref().unwrap_or("not named")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the header of the sparse extent in `file` and opens it with `size`
+/// bytes (or its capacity when `None`), scanning its tables within `budget`.
+fn open_sparse(
+    file: Source,
+    size: Option<u64>,
+    budget: &mut u64,
+) -> Result<(SparseExtent, Facts, SparseHeader)> {
+    let mut sector = [0u8; 512];
+    file.read_exact_at(0, &mut sector)
+        .map_err(|e| Error::io(LAYER, 0, e))?;
+    let h = SparseHeader::parse(&sector, 0)?;
+    let mut notes = Vec::new();
+    let effective = if h.gd_offset == GD_AT_END {
+        stream::read_footer(&*file)
+    } else {
+        Ok(h.clone())
+    };
+    let opened = effective.and_then(|eff| {
+        if eff.gd_offset == GD_AT_END || eff.gd_offset == 0 {
+            return Err(Error::corrupt(LAYER, 56, "no grain directory location"));
+        }
+        let size = size.unwrap_or(eff.capacity * 512);
+        SparseExtent::open(file.clone(), eff, size)
+    });
+    let ext = match opened {
+        Ok(x) => x,
+        // A stream cut short loses its directory and footer, but each grain
+        // carries its own address: walk the markers instead.
+        Err(e) if h.markers() => {
+            let (grains, why, complete) = stream::walk_markers(&*file, &h);
+            // Streams are written in disk order, so a cut stream lost only
+            // the grains after the last one found; those must not read as
+            // zeros.
+            let lost_from = if complete {
+                None
+            } else {
+                Some(grains.keys().max().map_or(0, |g| g + 1))
+            };
+            notes.push(format!(
+                "grain directory unusable ({e}); {} grain(s) found by walking the stream markers, stopped by: {why}{}",
+                grains.len(),
+                match lost_from {
+                    Some(g) => format!("; reads from byte {} on fail", g * h.grain_bytes()),
+                    None => String::new(),
+                }
+            ));
+            let size = size.unwrap_or(h.capacity * 512);
+            SparseExtent::open_rebuilt(file, h.clone(), size, &grains, lost_from)
+        }
+        Err(e) => return Err(e),
+    };
+    let scan = ext.scan(budget);
+    let eff = ext.header().clone();
+    let size = ext.size();
+    let mut facts = Facts {
+        grain_bytes: Some(eff.grain_bytes()),
+        compressed: eff.compressed(),
+        notes,
+        ..Facts::default()
+    };
+    if size > eff.capacity * 512 {
+        facts.notes.push(format!(
+            "the descriptor gives the extent {size} bytes, its header {}; reads past the header's capacity fail",
+            eff.capacity * 512
+        ));
+    }
+    facts.allocated = scan
+        .allocated_grains
+        .map(|g| g.saturating_mul(ext.header().grain_bytes()));
+    facts.notes.extend(scan.notes);
+    Ok((ext, facts, h))
+}
+
+/// A sparse extent file opened on its own: monolithicSparse or
+/// streamOptimized with the descriptor inside, or one piece of a split disk.
+fn open_monolithic(file: Source, name: &str) -> Result<Image> {
+    let file_bytes = file.size();
+    let mut budget = grain::SCAN_BUDGET;
+    let (ext, facts, h) = open_sparse(file.clone(), None, &mut budget)?;
+    let mut notes = facts.notes.clone();
+    let desc = if h.descriptor_offset != 0 && h.descriptor_sectors != 0 {
+        let at = h.descriptor_offset.saturating_mul(512);
+        let len = h.descriptor_sectors.saturating_mul(512);
+        if len > MAX_DESCRIPTOR_BYTES as u64 {
+            return Err(Error::corrupt(
+                LAYER,
+                at,
+                format!("embedded descriptor of {len} bytes is implausibly large"),
+            ));
+        }
+        let mut text = vec![0u8; len as usize];
+        file.read_exact_at(at, &mut text)
+            .map_err(|e| Error::io(LAYER, at, e))?;
+        Some(descriptor::parse(&text, at)?)
+    } else {
+        notes.push(
+            "sparse extent without an embedded descriptor (one extent of a split disk?): read on its own; \
+             if it is a snapshot delta, its unallocated grains are the parent's and read as zeros here"
+                .into(),
+        );
+        None
+    };
+    if let Some(d) = &desc {
+        check_parent(d)?;
+        // The file is its own (only) extent whatever name the descriptor
+        // gives it: files get renamed, descriptors do not follow.
+        match d.extents.as_slice() {
+            [e] if e.kind == ExtentKind::Sparse => {
+                if e.sectors != h.capacity && e.sectors != ext.header().capacity {
+                    notes.push(format!(
+                        "the embedded descriptor gives {} sectors, the header {}; the header is used",
+                        e.sectors,
+                        ext.header().capacity
+                    ));
+                }
+            }
+            all => notes.push(format!(
+                "the embedded descriptor lists {} extent(s); only this file is read",
+                all.len()
+            )),
+        }
+    }
+    let size = ext.size();
+    let mut details = Vec::new();
+    if let Some(d) = &desc {
+        push_descriptor_details(&mut details, d);
+    }
+    details.push(("extents".into(), format!("SPARSE {name} ({size} bytes)")));
+    push_facts(&mut details, &facts);
+    Ok(Image {
+        disk: Arc::new(ext),
+        format: "vmdk",
+        file_bytes,
+        details,
+        notes,
+    })
+}
+
+/// A standalone text descriptor and the extent files it names.
+fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
+    let len = file.size();
+    if len > MAX_DESCRIPTOR_BYTES as u64 {
+        return Err(Error::corrupt(
+            LAYER,
+            0,
+            format!("descriptor file of {len} bytes is implausibly large"),
+        ));
+    }
+    let mut text = vec![0u8; len as usize];
+    file.read_exact_at(0, &mut text)
+        .map_err(|e| Error::io(LAYER, 0, e))?;
+    let d = descriptor::parse(&text, 0)?;
+    check_parent(&d)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file_bytes = len;
+    let mut facts = Facts {
+        allocated: Some(0),
+        ..Facts::default()
+    };
+    let mut budget = grain::SCAN_BUDGET;
+    let mut parts: Vec<Source> = Vec::with_capacity(d.extents.len());
+    // One open file per name, however often the descriptor repeats it.
+    let mut files: HashMap<&str, Source> = HashMap::new();
+    let mut listed = Vec::new();
+    for (i, e) in d.extents.iter().enumerate() {
+        let bytes = e.sectors * 512; // parse() checked the sum fits.
+        if i < LISTED_EXTENTS {
+            listed.push(format!(
+                "{} {} ({bytes} bytes)",
+                e.kind.name(),
+                e.file.as_deref().unwrap_or("-")
+            ));
+        }
+        if e.access == Access::Forbidden {
+            return Err(Error::unsupported(
+                LAYER,
+                format!("extent {i} is NOACCESS: its data is not in this disk"),
+            ));
+        }
+        // Flat data is all allocated; sparse extents add what their scan
+        // found, or make the total unknown.
+        if matches!(e.kind, ExtentKind::Flat | ExtentKind::Vmfs) {
+            facts.allocated = facts.allocated.map(|a| a.saturating_add(bytes));
+        } else if e.kind != ExtentKind::Sparse && e.kind != ExtentKind::Zero {
+            facts.allocated = None;
+        }
+        if e.kind == ExtentKind::Zero {
+            parts.push(Arc::new(ZeroExtent(bytes)));
+            continue;
+        }
+        let fname = e.file.as_deref().unwrap_or("");
+        let src = match files.get(fname) {
+            Some(s) => s.clone(),
+            None => {
+                let s = open_extent_file(dir, fname)?;
+                file_bytes = file_bytes.saturating_add(s.size());
+                files.insert(fname, s.clone());
+                s
+            }
+        };
+        let ctx = || format!("extent {i} ({fname})");
+        match e.kind {
+            ExtentKind::Flat | ExtentKind::Vmfs => {
+                let start = e.offset.checked_mul(512).ok_or_else(|| {
+                    Error::corrupt(LAYER, 0, format!("extent {i}: offset overflows"))
+                })?;
+                parts.push(Arc::new(FlatExtent::new(src, start, bytes)));
+            }
+            ExtentKind::Sparse => {
+                let (ext, f, _) =
+                    open_sparse(src, Some(bytes), &mut budget).map_err(|e| e.context(ctx()))?;
+                facts.grain_bytes = facts.grain_bytes.or(f.grain_bytes);
+                facts.compressed |= f.compressed;
+                facts.allocated = match (facts.allocated, f.allocated) {
+                    (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                    _ => None,
+                };
+                facts
+                    .notes
+                    .extend(f.notes.into_iter().map(|n| format!("{}: {n}", ctx())));
+                parts.push(Arc::new(ext));
+            }
+            ExtentKind::VmfsSparse => {
+                parts.push(cowd::open(src, bytes).map_err(|e| e.context(ctx()))?);
+            }
+            ExtentKind::SeSparse => {
+                parts.push(sesparse::open(src, bytes).map_err(|e| e.context(ctx()))?);
+            }
+            other => {
+                return Err(Error::unsupported(
+                    LAYER,
+                    format!("{} extents ({})", other.name(), ctx()),
+                ))
+            }
+        }
+    }
+    if d.extents.len() > LISTED_EXTENTS {
+        listed.push(format!("... {} in all", d.extents.len()));
+    }
+    let mut details = Vec::new();
+    push_descriptor_details(&mut details, &d);
+    details.push(("extents".into(), listed.join("; ")));
+    push_facts(&mut details, &facts);
+    let disk: Source = if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Arc::new(Concat::new(parts))
+    };
+    Ok(Image {
+        disk,
+        format: "vmdk",
+        file_bytes,
+        details,
+        notes: facts.notes,
+    })
+}
+
+/// Opens the extent file `name` exactly as the descriptor names it, relative
+/// to the descriptor's folder, read-only; it must be a regular file.
+fn open_extent_file(dir: &Path, name: &str) -> Result<Source> {
+    let p = dir.join(name);
+    let meta = std::fs::metadata(&p).map_err(|_| Error::NotFound(p.display().to_string()))?;
+    if !meta.is_file() {
+        return Err(Error::corrupt(
+            LAYER,
+            0,
+            format!("extent {} is not a regular file", p.display()),
+        ));
+    }
+    let f = FileSource::open(&p)
+        .map_err(|e| Error::io(LAYER, 0, e).context(p.display().to_string()))?;
+    Ok(Arc::new(f))
+}
+
+fn push_descriptor_details(details: &mut Vec<(String, String)>, d: &Descriptor) {
+    details.push(("createType".into(), d.create_type.clone()));
+    if let Some(cid) = &d.cid {
+        details.push(("CID".into(), cid.clone()));
+    }
+    if let Some(a) = &d.adapter_type {
+        details.push(("adapter type".into(), a.clone()));
+    }
+}
+
+fn push_facts(details: &mut Vec<(String, String)>, f: &Facts) {
+    if let Some(g) = f.grain_bytes {
+        details.push(("grain size".into(), format!("{g} bytes")));
+        details.push((
+            "compressed".into(),
+            if f.compressed { "yes (deflate)" } else { "no" }.into(),
+        ));
+    }
+    if let Some(a) = f.allocated {
+        details.push(("allocated".into(), format!("{a} bytes")));
+    }
+    details.push((
+        "cache budget".into(),
+        format!("{} bytes", ChunkCache::global().stats().budget),
+    ));
+}
