@@ -1,1 +1,154 @@
-//! FUSE front end.
+//! FUSE front end: serves a [`RestoreTree`] as a read-only filesystem.
+//!
+//! This crate knows no on-disk format. It maps tree nodes to FUSE inodes
+//! ([`Node::ino`], with the tree's root as inode 1), tree errors to errno
+//! values, and refuses every write with `EROFS`. Mounting, serving and
+//! signal handling are here; daemonizing is the caller's business because
+//! it has to happen between opening the image and mounting.
+
+mod attr;
+mod fs;
+mod options;
+
+use std::io;
+use std::path::Path;
+use std::process::Command;
+
+use fuser::Session;
+use restorefs_parsers::tree::RestoreTree;
+
+pub use fs::RestoreFs;
+pub use options::MountOptions;
+
+/// A live mount: the kernel has answered the FUSE handshake, so the
+/// mountpoint can be read as soon as [`serve`](Mounted::serve) runs.
+pub struct Mounted {
+    session: Session<RestoreFs>,
+}
+
+/// Mounts `tree` on `dir`. Returns once the kernel has completed the FUSE
+/// handshake; requests are answered only once [`Mounted::serve`] runs.
+pub fn mount(tree: RestoreTree, dir: &Path, opts: &MountOptions) -> io::Result<Mounted> {
+    let fs = RestoreFs::new(tree, opts.image_name.clone());
+    let session = Session::new(fs, dir, &opts.config())?;
+    Ok(Mounted { session })
+}
+
+impl Mounted {
+    /// Answers requests until the filesystem is unmounted (`fusermount3 -u`,
+    /// `restorefs umount`) or the process gets SIGINT, SIGTERM or SIGHUP,
+    /// which unmount it.
+    pub fn serve(mut self) -> io::Result<()> {
+        let unmounter = self.session.unmount_callable();
+        // Block the signals before the session spawns its worker threads so
+        // that they inherit the mask and only the waiter below sees them.
+        let set = termination_signals();
+        // SAFETY: `set` is an initialised sigset_t; a null old-set is allowed.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        std::thread::Builder::new()
+            .name("restorefs-signals".into())
+            .spawn(move || wait_and_unmount(set, unmounter))?;
+        self.session.run()
+    }
+}
+
+fn termination_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the zeroed set; the signals are valid.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        set
+    }
+}
+
+fn wait_and_unmount(set: libc::sigset_t, mut unmounter: fuser::SessionUnmounter) {
+    loop {
+        let mut sig = 0;
+        // SAFETY: `set` is initialised and `sig` is a valid out pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            continue;
+        }
+        tracing::info!("signal {sig}: unmounting");
+        match unmounter.unmount() {
+            // The session loop sees ENODEV and returns; nothing more to do.
+            Ok(()) => return,
+            // Typically EBUSY: something is using the mount. Keep serving;
+            // the user can retry or unmount lazily.
+            Err(e) => tracing::error!("unmount failed: {e}"),
+        }
+    }
+}
+
+/// Unmounts a restorefs mount at `dir` the way an ordinary user can:
+/// `fusermount3 -u`, falling back to umount(2) when that is unavailable.
+pub fn unmount(dir: &Path) -> io::Result<()> {
+    match Command::new("fusermount3").arg("-u").arg(dir).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(io::Error::other(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            use std::os::unix::ffi::OsStrExt;
+            let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: `c` is a valid NUL-terminated path.
+            if unsafe { libc::umount(c.as_ptr()) } == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// True if `dir` (canonical) is the mount point of some filesystem, per
+/// `/proc/self/mountinfo`.
+pub fn is_mount_point(dir: &Path) -> io::Result<bool> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let want = dir.to_string_lossy();
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == want))
+}
+
+/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let digit = |c: u8| u32::from(c - b'0');
+            let v = digit(b[i + 1]) * 64 + digit(b[i + 2]) * 8 + digit(b[i + 3]);
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo(r"/mnt/x\"), r"/mnt/x\");
+        assert_eq!(unescape_mountinfo("/"), "/");
+    }
+}
