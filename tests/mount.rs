@@ -1,0 +1,537 @@
+//! `restorefs mount` end to end: real FUSE mounts of images built here.
+//!
+//! Needs /dev/fuse and fusermount3. Without them the tests print a loud
+//! skip, or fail when `CI` is set so that a broken runner is noticed.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_restorefs");
+const MIB: u64 = 1 << 20;
+
+fn fuse_available() -> bool {
+    let missing: Vec<&str> = [
+        (!Path::new("/dev/fuse").exists()).then_some("/dev/fuse"),
+        Command::new("fusermount3")
+            .arg("-V")
+            .output()
+            .is_err()
+            .then_some("fusermount3"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but {missing:?} missing: cannot test restorefs mount");
+    }
+    eprintln!("\n*** SKIPPED: {missing:?} missing, restorefs mount not tested ***\n");
+    false
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Unmounts on drop, whatever happened in the test.
+struct Guard(PathBuf);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if mounted(&self.0) {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.0)
+                .stderr(Stdio::null())
+                .status();
+        }
+        if mounted(&self.0) {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Whether `dir` (absolute, as the tests build it) is a mount point; a
+/// dead FUSE mount still counts, so this never stats `dir` itself.
+fn mounted(dir: &Path) -> bool {
+    let want = dir.to_string_lossy().replace(' ', "\\040");
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| mp == want)
+}
+
+fn restorefs(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut cmd = Command::new(BIN);
+    for a in args {
+        cmd.arg(a);
+    }
+    cmd.output().unwrap()
+}
+
+/// Mounts `image` on `dir` in the background and returns the guard.
+fn mount(image: &Path, dir: &Path) -> Guard {
+    let out = restorefs(&[&"mount", &image, &dir]);
+    assert!(
+        out.status.success(),
+        "mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mounted(dir), "mount returned before the mount was live");
+    Guard(dir.to_path_buf())
+}
+
+fn unmount(dir: &Path) {
+    let out = restorefs(&[&"umount", &dir]);
+    assert!(
+        out.status.success(),
+        "umount {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Processes (not zombies) whose command line mentions `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && cmd.contains("restorefs") {
+            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Deterministic bytes that differ at every offset and between seeds.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A 24 MiB disk with a `label` (dos or gpt) table and two partitions
+/// of patterned bytes no filesystem reader recognises. Returns the image
+/// and each partition's bytes.
+fn partitioned_disk(dir: &Path, label: &str) -> (PathBuf, Vec<Vec<u8>>) {
+    let image = dir.join(format!("{label}.img"));
+    File::create(&image).unwrap().set_len(24 * MIB).unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&image)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sfdisk");
+    writeln!(
+        sfdisk.stdin.take().unwrap(),
+        "label: {label}\nstart=2048, size=16384\nstart=18432, size=20480"
+    )
+    .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let f = File::options().write(true).open(&image).unwrap();
+    let parts = [(2048u64, 16384u64), (18432, 20480)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, sectors))| {
+            let data = pattern(i as u64 + 7, (sectors * 512) as usize);
+            f.write_all_at(&data, start * 512).unwrap();
+            data
+        })
+        .collect();
+    (image, parts)
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(data))
+}
+
+fn setup(label: &str) -> Option<(tempfile::TempDir, PathBuf, Vec<Vec<u8>>, PathBuf)> {
+    if !fuse_available() {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, parts) = partitioned_disk(tmp.path(), label);
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    Some((tmp, image, parts, mnt))
+}
+
+#[test]
+fn walk_partitioned_disks() {
+    for label in ["dos", "gpt"] {
+        let Some((_tmp, image, parts, mnt)) = setup(label) else {
+            return;
+        };
+        let _g = mount(&image, &mnt);
+        let names: Vec<String> = fs::read_dir(&mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(names, ["p1.img", "p2.img"], "{label}");
+        let root = fs::metadata(&mnt).unwrap();
+        assert!(root.is_dir());
+        assert_eq!(root.ino(), 1);
+        for (i, want) in parts.iter().enumerate() {
+            let p = mnt.join(format!("p{}.img", i + 1));
+            let md = fs::metadata(&p).unwrap();
+            assert!(md.is_file());
+            assert_eq!(md.len(), want.len() as u64);
+            assert_eq!(md.permissions().mode() & 0o7777, 0o444);
+            assert_eq!(md.blocks() * 512, want.len() as u64);
+            let got = fs::read(&p).unwrap();
+            assert_eq!(sha256(&got), sha256(want), "{label} p{}", i + 1);
+            // Past the end: nothing, not an error.
+            let mut buf = [0u8; 16];
+            let f = File::open(&p).unwrap();
+            assert_eq!(f.read_at(&mut buf, want.len() as u64 + 10).unwrap(), 0);
+            // Across the end: the tail only.
+            assert_eq!(f.read_at(&mut buf, want.len() as u64 - 5).unwrap(), 5);
+        }
+        // statfs: the whole image for the synthetic root.
+        let st = statvfs(&mnt);
+        assert_eq!(st.f_blocks * st.f_frsize, 24 * MIB);
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap()))
+            .unwrap();
+        assert!(line.starts_with("restorefs:"), "{line}");
+        assert!(line.contains(" fuse.restorefs ro,"), "{line}");
+        unmount(&mnt);
+        assert!(!mounted(&mnt));
+    }
+}
+
+fn statvfs(p: &Path) -> libc::statvfs {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: zeroed statvfs is a valid out buffer; `c` is NUL-terminated.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0);
+        st
+    }
+}
+
+/// Every file under `root`: relative path -> (mode, sha256 or link target).
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, u64, String)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let content = if md.is_dir() {
+                stack.push(p.clone());
+                String::new()
+            } else if md.file_type().is_symlink() {
+                fs::read_link(&p).unwrap().to_string_lossy().into_owned()
+            } else {
+                sha256(&fs::read(&p).unwrap())
+            };
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            out.insert(rel, (md.mode(), md.len(), content));
+        }
+    }
+    out
+}
+
+#[test]
+fn cp_and_tar_reproduce_the_content() {
+    let Some((tmp, image, _parts, mnt)) = setup("gpt") else {
+        return;
+    };
+    let _g = mount(&image, &mnt);
+    let want = snapshot(&mnt);
+    assert_eq!(want.len(), 2);
+
+    let cp = tmp.path().join("cp");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(mnt.join("."))
+        .arg(&cp)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(snapshot(&cp), want);
+
+    let tar = tmp.path().join("tar");
+    fs::create_dir(&tar).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{}' -cf - . | tar -C '{}' -xpf -",
+            mnt.display(),
+            tar.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(snapshot(&tar), want);
+}
+
+fn erofs<T: std::fmt::Debug>(what: &str, r: io::Result<T>) {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {}
+        other => panic!("{what}: expected EROFS, got {other:?}"),
+    }
+}
+
+#[test]
+fn writes_fail_with_erofs() {
+    let Some((_tmp, image, _parts, mnt)) = setup("dos") else {
+        return;
+    };
+    let _g = mount(&image, &mnt);
+    let p1 = mnt.join("p1.img");
+    erofs("create", File::create(mnt.join("new")));
+    erofs("open rw", File::options().read(true).write(true).open(&p1));
+    erofs(
+        "truncate",
+        File::options().write(true).truncate(true).open(&p1),
+    );
+    erofs("mkdir", fs::create_dir(mnt.join("d")));
+    erofs("unlink", fs::remove_file(&p1));
+    erofs("rename", fs::rename(&p1, mnt.join("x")));
+    erofs(
+        "symlink",
+        std::os::unix::fs::symlink("p1.img", mnt.join("l")),
+    );
+    erofs("hard link", fs::hard_link(&p1, mnt.join("h")));
+    erofs(
+        "chmod",
+        fs::set_permissions(&p1, fs::Permissions::from_mode(0o644)),
+    );
+    let path = std::ffi::CString::new(p1.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated strings and a 1-byte value.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"user.x".as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    erofs(
+        "setxattr",
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        },
+    );
+    // Still intact and mounted.
+    assert_eq!(fs::metadata(&p1).unwrap().len(), 8 * MIB);
+}
+
+#[test]
+fn concurrent_random_reads() {
+    let Some((_tmp, image, parts, mnt)) = setup("gpt") else {
+        return;
+    };
+    let _g = mount(&image, &mnt);
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let (mnt, parts) = (&mnt, &parts);
+            s.spawn(move || {
+                let mut rng = pattern(t + 100, 8 * 300).into_iter();
+                let mut next = || {
+                    let b: Vec<u8> = rng.by_ref().take(8).collect();
+                    u64::from_le_bytes(b.try_into().unwrap())
+                };
+                let files: Vec<File> = (1..=2)
+                    .map(|i| File::open(mnt.join(format!("p{i}.img"))).unwrap())
+                    .collect();
+                for _ in 0..100 {
+                    let i = (next() % 2) as usize;
+                    let data = &parts[i];
+                    let off = next() % data.len() as u64;
+                    let len = (next() % (300 * 1024)) as usize + 1;
+                    let mut buf = vec![0u8; len];
+                    let n = files[i].read_at(&mut buf, off).unwrap();
+                    let end = (off as usize + len).min(data.len());
+                    assert_eq!(n, end - off as usize, "short read at {off}");
+                    assert!(buf[..n] == data[off as usize..end], "bytes at {off}");
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn mount_unmount_lifecycle() {
+    let Some((tmp, image, _parts, mnt)) = setup("dos") else {
+        return;
+    };
+    let needle = mnt.to_string_lossy().into_owned();
+    for i in 0..100 {
+        let g = mount(&image, &mnt);
+        assert_eq!(fs::read_dir(&mnt).unwrap().count(), 2, "round {i}");
+        // Alternate both ways of unmounting.
+        if i % 2 == 0 {
+            unmount(&mnt);
+        } else {
+            let st = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&mnt)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        assert!(!mounted(&mnt), "round {i}");
+        drop(g);
+    }
+    wait_until("mount daemons to exit", || {
+        processes_with(&needle).is_empty()
+    });
+
+    // A second mount on a busy mountpoint fails clearly and leaves the
+    // first one serving.
+    let _g = mount(&image, &mnt);
+    let out = restorefs(&[&"mount", &image, &mnt]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already a mount point"), "{err}");
+    assert_eq!(fs::read_dir(&mnt).unwrap().count(), 2);
+    unmount(&mnt);
+    wait_until("mount daemon to exit", || {
+        processes_with(&needle).is_empty()
+    });
+
+    // A missing image fails before daemonizing: no process, no mount.
+    let out = restorefs(&[&"mount", &tmp.path().join("missing.img"), &mnt]);
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    assert!(!mounted(&mnt));
+    assert!(processes_with(&needle).is_empty());
+
+    // An image that is not a disk at all, and a mountpoint that is missing.
+    let junk = tmp.path().join("junk.img");
+    fs::write(&junk, b"").unwrap();
+    let out = restorefs(&[&"mount", &junk, &tmp.path().join("nodir")]);
+    assert!(!out.status.success());
+    assert!(processes_with(&needle).is_empty());
+}
+
+#[test]
+fn foreground_mode_stops_on_sigterm() {
+    let Some((_tmp, image, parts, mnt)) = setup("gpt") else {
+        return;
+    };
+    let mut child = Command::new(BIN)
+        .arg("mount")
+        .arg("-f")
+        .arg(&image)
+        .arg(&mnt)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _g = Guard(mnt.clone());
+    wait_until("foreground mount", || mounted(&mnt));
+    assert_eq!(fs::read(mnt.join("p1.img")).unwrap(), parts[0]);
+    // SAFETY: plain syscall on our child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!mounted(&mnt));
+}
+
+/// An ordinary user mounts through fusermount3. Run as root, in a private
+/// mount namespace whose /dev/fuse is world-accessible (as udev makes it on
+/// most systems; some VMs leave it 0600, which no user can mount with).
+#[test]
+fn ordinary_user_mounts_through_fusermount3() {
+    let Some((tmp, image, parts, mnt)) = setup("dos") else {
+        return;
+    };
+    let tools = ["unshare", "setpriv", "mknod"];
+    if !is_root()
+        || tools
+            .iter()
+            .any(|t| Command::new(t).arg("--help").output().is_err())
+    {
+        eprintln!("\n*** SKIPPED: needs root and {tools:?} to test as another user ***\n");
+        return;
+    }
+    let nobody = 65534;
+    for p in [tmp.path(), &image, &mnt] {
+        std::os::unix::fs::chown(p, Some(nobody), Some(nobody)).unwrap();
+    }
+    let dev = tmp.path().join("fuse");
+    let script = format!(
+        "set -e
+         mknod '{dev}' c 10 229 && chmod 666 '{dev}' && mount --bind '{dev}' /dev/fuse
+         setpriv --reuid={nobody} --regid={nobody} --clear-groups sh -c '
+           set -e
+           {bin} mount {img} {mnt}
+           grep -q \"user_id={nobody}\" /proc/self/mountinfo
+           sha256sum {mnt}/p1.img
+           if touch {mnt}/x 2>/dev/null; then exit 3; fi
+           {bin} umount {mnt}'",
+        dev = dev.display(),
+        bin = BIN,
+        img = image.display(),
+        mnt = mnt.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&sha256(&parts[0])), "{stdout}");
+    wait_until("user daemon to exit", || {
+        processes_with(&mnt.to_string_lossy()).is_empty()
+    });
+}
