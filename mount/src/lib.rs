@@ -8,11 +8,11 @@
 
 mod attr;
 mod fs;
+mod kernel;
 mod options;
 
 use std::io;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
 use fuser::Session;
 use restorefs_parsers::tree::RestoreTree;
@@ -24,22 +24,32 @@ pub use options::MountOptions;
 /// mountpoint can be read as soon as [`serve`](Mounted::serve) runs.
 pub struct Mounted {
     session: Session<RestoreFs>,
+    dir: PathBuf,
 }
 
 /// Mounts `tree` on `dir`. Returns once the kernel has completed the FUSE
 /// handshake; requests are answered only once [`Mounted::serve`] runs.
 pub fn mount(tree: RestoreTree, dir: &Path, opts: &MountOptions) -> io::Result<Mounted> {
     let fs = RestoreFs::new(tree, opts.image_name.clone());
-    let session = Session::new(fs, dir, &opts.config())?;
-    Ok(Mounted { session })
+    let fd = kernel::mount(dir, opts)?;
+    let config = opts.config();
+    match Session::from_fd(fs, fd, config.acl, config) {
+        Ok(session) => Ok(Mounted {
+            session,
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => {
+            let _ = kernel::unmount(dir);
+            Err(e)
+        }
+    }
 }
 
 impl Mounted {
     /// Answers requests until the filesystem is unmounted (`fusermount3 -u`,
     /// `restorefs umount`) or the process gets SIGINT, SIGTERM or SIGHUP,
     /// which unmount it.
-    pub fn serve(mut self) -> io::Result<()> {
-        let unmounter = self.session.unmount_callable();
+    pub fn serve(self) -> io::Result<()> {
         // Block the signals before the session spawns its worker threads so
         // that they inherit the mask and only the waiter below sees them.
         let set = termination_signals();
@@ -48,9 +58,10 @@ impl Mounted {
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
         }
+        let dir = self.dir;
         std::thread::Builder::new()
             .name("restorefs-signals".into())
-            .spawn(move || wait_and_unmount(set, unmounter))?;
+            .spawn(move || wait_and_unmount(set, &dir))?;
         self.session.run()
     }
 }
@@ -67,7 +78,7 @@ fn termination_signals() -> libc::sigset_t {
     }
 }
 
-fn wait_and_unmount(set: libc::sigset_t, mut unmounter: fuser::SessionUnmounter) {
+fn wait_and_unmount(set: libc::sigset_t, dir: &Path) {
     loop {
         let mut sig = 0;
         // SAFETY: `set` is initialised and `sig` is a valid out pointer.
@@ -75,7 +86,7 @@ fn wait_and_unmount(set: libc::sigset_t, mut unmounter: fuser::SessionUnmounter)
             continue;
         }
         tracing::info!("signal {sig}: unmounting");
-        match unmounter.unmount() {
+        match kernel::unmount(dir) {
             // The session loop sees ENODEV and returns; nothing more to do.
             Ok(()) => return,
             // Typically EBUSY: something is using the mount. Keep serving;
@@ -85,27 +96,9 @@ fn wait_and_unmount(set: libc::sigset_t, mut unmounter: fuser::SessionUnmounter)
     }
 }
 
-/// Unmounts a restorefs mount at `dir` the way an ordinary user can:
-/// `fusermount3 -u`, falling back to umount(2) when that is unavailable.
+/// Unmounts the restorefs mount at `dir`; its server then exits.
 pub fn unmount(dir: &Path) -> io::Result<()> {
-    match Command::new("fusermount3").arg("-u").arg(dir).output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(io::Error::other(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            use std::os::unix::ffi::OsStrExt;
-            let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            // SAFETY: `c` is a valid NUL-terminated path.
-            if unsafe { libc::umount(c.as_ptr()) } == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        }
-        Err(e) => Err(e),
-    }
+    kernel::unmount(dir)
 }
 
 /// True if `dir` (canonical) is the mount point of some filesystem, per
