@@ -535,3 +535,279 @@ fn ordinary_user_mounts_through_fusermount3() {
         processes_with(&mnt.to_string_lossy()).is_empty()
     });
 }
+
+/// A source tree with every kind of node `mkfs.ext4 -d` copies.
+fn ext4_source(src: &Path) {
+    use std::os::unix::fs::symlink;
+    fs::create_dir_all(src.join("dir/sub/deeper")).unwrap();
+    fs::write(src.join("empty"), b"").unwrap();
+    fs::write(src.join("small.txt"), b"hello restorefs\n").unwrap();
+    fs::write(src.join("dir/big.bin"), pattern(1, 3 * MIB as usize + 123)).unwrap();
+    fs::write(src.join("dir/sub/deeper/mid.bin"), pattern(2, 70_000)).unwrap();
+    let sparse = File::create(src.join("sparse")).unwrap();
+    sparse.write_all_at(b"tail", 5 * MIB).unwrap();
+    symlink("small.txt", src.join("short-link")).unwrap();
+    symlink("dir/".repeat(30) + "x", src.join("long-link")).unwrap();
+    symlink("/nowhere", src.join("dir/abs-link")).unwrap();
+    fs::hard_link(src.join("small.txt"), src.join("dir/hard")).unwrap();
+    fs::hard_link(src.join("small.txt"), src.join("dir/sub/hard2")).unwrap();
+    let fifo = std::ffi::CString::new(src.join("fifo").as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    fs::set_permissions(src.join("small.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(src.join("dir/sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    for (i, name) in ["small.txt", "dir", "dir/big.bin"].iter().enumerate() {
+        let _ = xattr_set(
+            &src.join(name),
+            "user.note",
+            format!("value {i}").as_bytes(),
+        );
+    }
+    let _ = xattr_set(&src.join("empty"), "user.big", &pattern(3, 1000));
+    let t = std::time::UNIX_EPOCH + Duration::new(1_234_567_890, 123_456_789);
+    File::open(src.join("dir/big.bin"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+fn xattr_set(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid NUL-terminated strings and a value of the given length.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// All xattrs of `p`, through the size-probe protocol both ways.
+fn xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut out = BTreeMap::new();
+    // SAFETY: probes with a null buffer, then reads into buffers of the
+    // size just returned; all strings are NUL-terminated.
+    unsafe {
+        let n = libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0);
+        assert!(n >= 0, "{}: {}", p.display(), io::Error::last_os_error());
+        if n == 0 {
+            return out;
+        }
+        let mut names = vec![0u8; n as usize];
+        let n = libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len());
+        assert_eq!(n as usize, names.len());
+        for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            let cname = std::ffi::CString::new(name).unwrap();
+            let len = libc::lgetxattr(path.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0);
+            assert!(len >= 0);
+            let mut value = vec![0u8; len as usize];
+            if len > 0 {
+                // One byte short must be ERANGE.
+                let short = libc::lgetxattr(
+                    path.as_ptr(),
+                    cname.as_ptr(),
+                    value.as_mut_ptr().cast(),
+                    len as usize - 1,
+                );
+                assert_eq!(short, -1);
+                assert_eq!(
+                    io::Error::last_os_error().raw_os_error(),
+                    Some(libc::ERANGE)
+                );
+            }
+            let got = libc::lgetxattr(
+                path.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            );
+            assert_eq!(got, len);
+            out.insert(name.to_vec(), value);
+        }
+    }
+    out
+}
+
+/// What must agree between restorefs and the kernel for one path.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    kind: &'static str,
+    size: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u64,
+    mtime: (i64, i64),
+    content: String,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+/// Walks `root`: per path what was seen, and the hard-link groups.
+fn walk(root: &Path) -> (BTreeMap<PathBuf, Seen>, Vec<Vec<PathBuf>>) {
+    let mut seen = BTreeMap::new();
+    let mut by_ino: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if rel == Path::new("lost+found") {
+                continue;
+            }
+            let md = fs::symlink_metadata(&p).unwrap();
+            let ft = md.file_type();
+            let (kind, content) = if ft.is_dir() {
+                stack.push(p.clone());
+                ("dir", String::new())
+            } else if ft.is_symlink() {
+                let t = fs::read_link(&p).unwrap();
+                ("symlink", t.to_string_lossy().into_owned())
+            } else if ft.is_file() {
+                ("file", sha256(&fs::read(&p).unwrap()))
+            } else {
+                ("other", String::new())
+            };
+            by_ino.entry(md.ino()).or_default().push(rel.clone());
+            seen.insert(
+                rel,
+                Seen {
+                    kind,
+                    size: md.len(),
+                    mode: md.mode(),
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    nlink: md.nlink(),
+                    mtime: (md.mtime(), md.mtime_nsec()),
+                    content,
+                    xattrs: xattrs(&p),
+                },
+            );
+        }
+    }
+    let mut groups: Vec<Vec<PathBuf>> = by_ino
+        .into_values()
+        .filter(|g| g.len() > 1)
+        .map(|mut g| {
+            g.sort();
+            g
+        })
+        .collect();
+    groups.sort();
+    (seen, groups)
+}
+
+/// A real ext4 image made by mkfs.ext4 -d, bare and inside a GPT disk:
+/// the FUSE walk must match a kernel loop mount of the same bytes.
+#[test]
+fn ext4_matches_the_kernel() {
+    if !fuse_available() {
+        return;
+    }
+    if !is_root() || Command::new("mkfs.ext4").arg("-V").output().is_err() {
+        eprintln!("\n*** SKIPPED: needs root (loop mount) and mkfs.ext4 ***\n");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    ext4_source(&src);
+    let image = tmp.path().join("ext4.img");
+    File::create(&image).unwrap().set_len(32 * MIB).unwrap();
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "4096", "-I", "256", "-d"])
+        .arg(&src)
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let kernel = tmp.path().join("kernel");
+    let fuse = tmp.path().join("fuse");
+    fs::create_dir(&kernel).unwrap();
+    fs::create_dir(&fuse).unwrap();
+    let st = Command::new("mount")
+        .arg("-o")
+        .arg("ro,loop")
+        .arg(&image)
+        .arg(&kernel)
+        .status()
+        .unwrap();
+    if !st.success() {
+        eprintln!("\n*** SKIPPED: loop mount failed (no loop devices?) ***\n");
+        return;
+    }
+    let _k = Guard(kernel.clone());
+    let (want, want_links) = walk(&kernel);
+    assert!(want.len() >= 12, "{want:#?}");
+    assert_eq!(want_links.len(), 1);
+    assert_eq!(want[Path::new("small.txt")].nlink, 3);
+    assert!(
+        !want[Path::new("small.txt")].xattrs.is_empty(),
+        "mkfs.ext4 -d copied no xattrs"
+    );
+
+    // The bare filesystem: its root is the mount's root, inode 1.
+    {
+        let _g = mount(&image, &fuse);
+        assert_eq!(fs::metadata(&fuse).unwrap().ino(), 1);
+        let (got, links) = walk(&fuse);
+        for (p, w) in &want {
+            assert_eq!(got.get(p), Some(w), "{}", p.display());
+        }
+        assert_eq!(got.len(), want.len());
+        assert_eq!(links, want_links);
+        let st = statvfs(&fuse);
+        let kst = statvfs(&kernel);
+        // The kernel's total leaves out metadata overhead; free space and
+        // the block size are the filesystem's own numbers.
+        assert_eq!(st.f_blocks * st.f_frsize, 32 * MIB);
+        assert_eq!(st.f_bsize, kst.f_bsize);
+        assert_eq!(st.f_bfree, kst.f_bfree);
+        assert_eq!(st.f_files, kst.f_files);
+        unmount(&fuse);
+    }
+
+    // The same filesystem as partition 1 of a GPT disk: /p1.
+    let fsbytes = fs::read(&image).unwrap();
+    let disk2 = tmp.path().join("disk2.img");
+    File::create(&disk2).unwrap().set_len(40 * MIB).unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&disk2)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(
+        sfdisk.stdin.take().unwrap(),
+        "label: gpt\nstart=2048, size=65536"
+    )
+    .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    File::options()
+        .write(true)
+        .open(&disk2)
+        .unwrap()
+        .write_all_at(&fsbytes, 2048 * 512)
+        .unwrap();
+    let _g = mount(&disk2, &fuse);
+    let (got, links) = walk(&fuse.join("p1"));
+    for (p, w) in &want {
+        assert_eq!(got.get(p), Some(w), "p1/{}", p.display());
+    }
+    assert_eq!(links, want_links);
+    unmount(&fuse);
+}
