@@ -139,7 +139,6 @@ struct Piece {
     resident: Option<Vec<u8>>,
     runs: Vec<Run>,
     flags: NtfsAttributeFlags,
-    compression_unit: u16,
     size: u64,
     init: u64,
     allocated: u64,
@@ -167,7 +166,6 @@ fn piece<T: Read + Seek>(
             resident: Some(data),
             runs: Vec::new(),
             flags,
-            compression_unit: 0,
             size: len,
             init: len,
             // A resident value is kept 8-byte aligned in the record.
@@ -177,7 +175,6 @@ fn piece<T: Read + Seek>(
     let raw = RawRecord::read(src, file, ntfs.file_record_size())?;
     let hdr = raw.header(attr)?;
     let lowest_vcn = hdr.lowest_vcn()?;
-    let compression_unit = hdr.compression_unit();
     let (size, init, mut allocated) = (
         hdr.data_size()?,
         hdr.initialized_size()?,
@@ -194,7 +191,7 @@ fn piece<T: Read + Seek>(
         .checked_mul(cluster)
         .ok_or_else(|| Error::corrupt("ntfs", 0, "lowest VCN too large"))?;
     // Compressed values are refused later; don't decode their runs.
-    if compression_unit == 0 && !flags.contains(NtfsAttributeFlags::COMPRESSED) {
+    if !flags.contains(NtfsAttributeFlags::COMPRESSED) {
         let value = attr.value(cur).map_err(ntfs_err)?;
         let NtfsAttributeValue::NonResident(nr) = value else {
             return Err(Error::corrupt("ntfs", 0, "non-resident attribute read as resident"));
@@ -218,7 +215,6 @@ fn piece<T: Read + Seek>(
         resident: None,
         runs,
         flags,
-        compression_unit,
         size,
         init,
         allocated,
@@ -323,7 +319,7 @@ fn assemble(mut pieces: Vec<Piece>, record: u64) -> Result<Vec<NamedValue>> {
         let flags = first.flags;
         let refused = if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
             Some(format!("file record {record}: encrypted value '{}'", first.name))
-        } else if flags.contains(NtfsAttributeFlags::COMPRESSED) || first.compression_unit != 0 {
+        } else if flags.contains(NtfsAttributeFlags::COMPRESSED) {
             Some(format!(
                 "file record {record}: compressed (LZNT1) value '{}'",
                 first.name

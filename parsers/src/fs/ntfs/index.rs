@@ -20,6 +20,8 @@ use crate::{Error, Result};
 const MAX_DEPTH: usize = 32;
 /// Index blocks are 4 KiB in practice; refuse absurd sizes before reading.
 const MAX_INDEX_RECORD: u32 = 64 * 1024;
+/// Size of an index entry's fixed header.
+const INDEX_ENTRY_HEADER: usize = 16;
 
 type Entry<'a> = NtfsIndexEntry<'a, NtfsFileNameIndex>;
 
@@ -114,8 +116,8 @@ impl Tree<'_, '_> {
         depth: usize,
         visit: &mut dyn FnMut(&Entry, &NtfsFileName) -> Result<Walk>,
     ) -> Result<Walk> {
-        for entry in entries {
-            let entry = entry.map_err(ntfs_err)?;
+        let mut entries = entries;
+        while let Some(entry) = next_entry(&mut entries)? {
             if let Some(vcn) = entry.subnode_vcn() {
                 let vcn = vcn.map_err(ntfs_err)?;
                 let record = self.subnode(cur, vcn, depth)?;
@@ -168,8 +170,8 @@ impl Tree<'_, '_> {
         depth: usize,
         cmp: &dyn Fn(&NtfsFileName) -> Ordering,
     ) -> Result<Option<(u64, NtfsFileName)>> {
-        for entry in entries {
-            let entry = entry.map_err(ntfs_err)?;
+        let mut entries = entries;
+        while let Some(entry) = next_entry(&mut entries)? {
             let last = entry.flags().contains(NtfsIndexEntryFlags::LAST_ENTRY);
             let ord = if last {
                 Ordering::Less
@@ -204,6 +206,31 @@ impl Tree<'_, '_> {
         }
         Ok(None)
     }
+}
+
+/// The next entry of an index node, checked to be at least a header long.
+///
+/// `ntfs` 0.4 accepts an entry whose length field is below the 16-byte
+/// header and then indexes past the entry's end inside the same `next` call
+/// (`NtfsIndexEntry::flags`), so nothing can be checked before that call.
+/// It is the one call we wrap in `catch_unwind`: the panic is a bounds check
+/// on a byte slice, leaving no shared state behind.
+fn next_entry<'s>(
+    entries: &mut NtfsIndexNodeEntries<'s, NtfsFileNameIndex>,
+) -> Result<Option<Entry<'s>>> {
+    let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entries.next()))
+        .map_err(|_| Error::corrupt("ntfs", 0, "index entry shorter than its header"))?;
+    let Some(entry) = next else {
+        return Ok(None);
+    };
+    let entry = entry.map_err(ntfs_err)?;
+    // `next` read the flags at byte 12, so the length field (bytes 8..10)
+    // is in bounds; below 16 the other accessors would index past the end.
+    if usize::from(entry.index_entry_length()) < INDEX_ENTRY_HEADER {
+        let pos = entry.position().value().map_or(0, |p| p.get());
+        return Err(Error::corrupt("ntfs", pos, "index entry shorter than its header"));
+    }
+    Ok(Some(entry))
 }
 
 /// Visits every entry of directory `file` in index order.

@@ -1,5 +1,5 @@
 //! Header fields the `ntfs` crate does not expose (initialized size,
-//! allocated and compressed size, compression unit), read from our own
+//! allocated and compressed size), read from our own
 //! fixed-up copy of the file record.
 
 use ntfs::{NtfsAttribute, NtfsFile};
@@ -75,10 +75,6 @@ impl AttrHeader<'_> {
     /// First VCN this (non-resident) piece maps.
     pub(crate) fn lowest_vcn(&self) -> Result<u64> {
         self.u64_at(0x10)
-    }
-    /// Compression unit exponent; non-zero means compressed.
-    pub(crate) fn compression_unit(&self) -> u16 {
-        le16(self.bytes, 0x22).unwrap_or(0)
     }
     pub(crate) fn allocated_size(&self) -> Result<u64> {
         self.u64_at(0x28)
