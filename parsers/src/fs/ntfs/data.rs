@@ -156,7 +156,11 @@ fn piece<T: Read + Seek>(
     if attr.is_resident() {
         let value = attr.value(cur).map_err(ntfs_err)?;
         let NtfsAttributeValue::Resident(r) = value else {
-            return Err(Error::corrupt("ntfs", 0, "resident attribute without value"));
+            return Err(Error::corrupt(
+                "ntfs",
+                0,
+                "resident attribute without value",
+            ));
         };
         let data = r.data().to_vec();
         let len = data.len() as u64;
@@ -181,7 +185,8 @@ fn piece<T: Read + Seek>(
         hdr.allocated_size()?,
     );
     if lowest_vcn == 0
-        && (flags.contains(NtfsAttributeFlags::SPARSE) || flags.contains(NtfsAttributeFlags::COMPRESSED))
+        && (flags.contains(NtfsAttributeFlags::SPARSE)
+            || flags.contains(NtfsAttributeFlags::COMPRESSED))
     {
         allocated = hdr.compressed_size()?;
     }
@@ -194,7 +199,11 @@ fn piece<T: Read + Seek>(
     if !flags.contains(NtfsAttributeFlags::COMPRESSED) {
         let value = attr.value(cur).map_err(ntfs_err)?;
         let NtfsAttributeValue::NonResident(nr) = value else {
-            return Err(Error::corrupt("ntfs", 0, "non-resident attribute read as resident"));
+            return Err(Error::corrupt(
+                "ntfs",
+                0,
+                "non-resident attribute read as resident",
+            ));
         };
         for run in nr.data_runs() {
             let run = run.map_err(ntfs_err)?;
@@ -313,12 +322,18 @@ fn assemble(mut pieces: Vec<Piece>, record: u64) -> Result<Vec<NamedValue>> {
             return Err(Error::corrupt(
                 "ntfs",
                 0,
-                format!("file record {record}: value '{}' has no first piece", first.name),
+                format!(
+                    "file record {record}: value '{}' has no first piece",
+                    first.name
+                ),
             ));
         }
         let flags = first.flags;
         let refused = if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
-            Some(format!("file record {record}: encrypted value '{}'", first.name))
+            Some(format!(
+                "file record {record}: encrypted value '{}'",
+                first.name
+            ))
         } else if flags.contains(NtfsAttributeFlags::COMPRESSED) {
             Some(format!(
                 "file record {record}: compressed (LZNT1) value '{}'",
@@ -380,15 +395,34 @@ mod tests {
     fn runs_sparse_and_init() {
         let src = MemSource((0..=255u8).cycle().take(8192).collect::<Vec<u8>>());
         let runs = vec![
-            Run { start: 0, len: 4, pos: Some(10) },
-            Run { start: 4, len: 4, pos: None },
-            Run { start: 8, len: 8, pos: Some(100) },
+            Run {
+                start: 0,
+                len: 4,
+                pos: Some(10),
+            },
+            Run {
+                start: 4,
+                len: 4,
+                pos: None,
+            },
+            Run {
+                start: 8,
+                len: 8,
+                pos: Some(100),
+            },
         ];
-        let s = Stream::NonResident { runs, size: 14, init: 12 };
+        let s = Stream::NonResident {
+            runs,
+            size: 14,
+            init: 12,
+        };
         let mut buf = [0xffu8; 20];
         let n = s.read(&src, 0, &mut buf).unwrap();
         assert_eq!(n, 14);
-        assert_eq!(&buf[..14], &[10, 11, 12, 13, 0, 0, 0, 0, 100, 101, 102, 103, 0, 0]);
+        assert_eq!(
+            &buf[..14],
+            &[10, 11, 12, 13, 0, 0, 0, 0, 100, 101, 102, 103, 0, 0]
+        );
         assert_eq!(s.read(&src, 14, &mut buf).unwrap(), 0);
         assert_eq!(s.read(&src, 9, &mut buf[..2]).unwrap(), 2);
         assert_eq!(&buf[..2], &[101, 102]);

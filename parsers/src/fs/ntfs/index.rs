@@ -228,7 +228,11 @@ fn next_entry<'s>(
     // is in bounds; below 16 the other accessors would index past the end.
     if usize::from(entry.index_entry_length()) < INDEX_ENTRY_HEADER {
         let pos = entry.position().value().map_or(0, |p| p.get());
-        return Err(Error::corrupt("ntfs", pos, "index entry shorter than its header"));
+        return Err(Error::corrupt(
+            "ntfs",
+            pos,
+            "index entry shorter than its header",
+        ));
     }
     Ok(Some(entry))
 }
@@ -239,7 +243,9 @@ pub(crate) fn for_each<T: Read + Seek>(
     cur: &mut T,
     visit: &mut dyn FnMut(&Entry, &NtfsFileName) -> Result<Walk>,
 ) -> Result<()> {
-    with_tree(file, cur, |tree, entries, cur| tree.walk(cur, entries, 0, visit))?;
+    with_tree(file, cur, |tree, entries, cur| {
+        tree.walk(cur, entries, 0, visit)
+    })?;
     Ok(())
 }
 
@@ -250,7 +256,10 @@ pub(crate) fn find<T: Read + Seek>(
     cur: &mut T,
     cmp: &dyn Fn(&NtfsFileName) -> Ordering,
 ) -> Result<Option<(u64, NtfsFileName)>> {
-    Ok(with_tree(file, cur, |tree, entries, cur| tree.find(cur, entries, 0, cmp))?.flatten())
+    Ok(with_tree(file, cur, |tree, entries, cur| {
+        tree.find(cur, entries, 0, cmp)
+    })?
+    .flatten())
 }
 
 /// Compares `name` with an index key the way Windows does, through the

@@ -186,7 +186,11 @@ impl NtfsFs {
         let si = file.info().map_err(ntfs_err)?;
         let attrs = si.file_attributes();
         let is_dir = file.is_directory();
-        let mut kind = if is_dir { FileType::Dir } else { FileType::File };
+        let mut kind = if is_dir {
+            FileType::Dir
+        } else {
+            FileType::File
+        };
         let mut link = None;
         let mut refused = None;
         let mut rdev = 0;
@@ -502,7 +506,9 @@ impl FileSystem for NtfsFs {
                 || (!dir_flag && e.attributes.contains(NtfsFileAttributeFlags::SYSTEM));
             let kind = if special {
                 // Reparse points and Interix files need their record.
-                self.stat(e.record).map(|s| s.kind).unwrap_or(FileType::File)
+                self.stat(e.record)
+                    .map(|s| s.kind)
+                    .unwrap_or(FileType::File)
             } else if dir_flag {
                 FileType::Dir
             } else {
@@ -551,4 +557,3 @@ impl FileSystem for NtfsFs {
         Ok(out)
     }
 }
-

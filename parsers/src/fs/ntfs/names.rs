@@ -68,7 +68,10 @@ mod tests {
             e("posix", 42, Posix),
             e("Posix", 43, Posix),
         ];
-        let names: Vec<_> = visible(ROOT_RECORD, raw).into_iter().map(|e| e.name).collect();
+        let names: Vec<_> = visible(ROOT_RECORD, raw)
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         assert_eq!(names, ["longfilename.txt", "ONLY~1", "posix", "Posix"]);
         assert!(visible(EXTEND_RECORD, vec![e("$Quota", 24, Win32AndDos)]).is_empty());
     }

@@ -43,7 +43,8 @@ pub(crate) fn link_target(data: &[u8]) -> Option<Target> {
     let print_off = usize::from(u16_at(data, 12)?);
     let print_len = usize::from(u16_at(data, 14)?);
     let name = |off: usize, len: usize| -> Option<String> {
-        let bytes = data.get(path_base.checked_add(off)?..path_base.checked_add(off)?.checked_add(len)?)?;
+        let bytes =
+            data.get(path_base.checked_add(off)?..path_base.checked_add(off)?.checked_add(len)?)?;
         let units: Vec<u16> = bytes
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))

@@ -119,7 +119,10 @@ fn testfs1_exact() {
     assert_eq!(got, (1..=512).collect::<Vec<_>>());
     assert!(entries.iter().all(|e| e.kind == FileType::Dir));
     for i in [1, 77, 256, 512] {
-        let n = fs.lookup(many, OsStr::new(&i.to_string())).unwrap().unwrap();
+        let n = fs
+            .lookup(many, OsStr::new(&i.to_string()))
+            .unwrap()
+            .unwrap();
         assert!(entries.iter().any(|e| e.node == n));
     }
     assert!(matches!(
@@ -553,9 +556,15 @@ fn matches_ntfs3g() {
     // Lookups are case-insensitive, as on Windows.
     let a = resolve(&fs, "/MixedCase/File.TXT").unwrap();
     assert_eq!(resolve(&fs, "/mixedcase/file.txt").unwrap(), a);
-    assert_eq!(resolve(&fs, "/ΕΛΛΗΝΙΚΆ/ΑΡΧΕΊΟ").unwrap(), resolve(&fs, "/Ελληνικά/αρχείο").unwrap());
+    assert_eq!(
+        resolve(&fs, "/ΕΛΛΗΝΙΚΆ/ΑΡΧΕΊΟ").unwrap(),
+        resolve(&fs, "/Ελληνικά/αρχείο").unwrap()
+    );
     // Hard links are one node.
-    assert_eq!(resolve(&fs, "/hl1").unwrap(), resolve(&fs, "/a/hl3").unwrap());
+    assert_eq!(
+        resolve(&fs, "/hl1").unwrap(),
+        resolve(&fs, "/a/hl3").unwrap()
+    );
     let info = fs.info();
     assert_eq!(info.label.as_deref(), Some("lbl"));
     assert_eq!(info.block_size, 4096);
@@ -589,7 +598,10 @@ echo plain > plain
         other => panic!("compressed read gave {other:?}"),
     }
     // The reference sees the data; we refuse rather than give other bytes.
-    assert_eq!(std::fs::read(s.mnt.join("comp/file")).unwrap().len(), 200_000);
+    assert_eq!(
+        std::fs::read(s.mnt.join("comp/file")).unwrap().len(),
+        200_000
+    );
     let plain = resolve(&fs, "/plain").unwrap();
     assert_eq!(read_all(&fs, plain).unwrap(), b"plain\n");
     s.unmount();

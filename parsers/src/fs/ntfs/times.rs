@@ -21,15 +21,24 @@ mod tests {
 
     #[test]
     fn epoch_and_before() {
-        assert_eq!(to_timespec(116_444_736_000_000_000), Timespec { secs: 0, nanos: 0 });
+        assert_eq!(
+            to_timespec(116_444_736_000_000_000),
+            Timespec { secs: 0, nanos: 0 }
+        );
         assert_eq!(
             to_timespec(116_444_736_000_000_001),
-            Timespec { secs: 0, nanos: 100 }
+            Timespec {
+                secs: 0,
+                nanos: 100
+            }
         );
         // 100 ns before 1970: -1 s + 999_999_900 ns.
         assert_eq!(
             to_timespec(116_444_735_999_999_999),
-            Timespec { secs: -1, nanos: 999_999_900 }
+            Timespec {
+                secs: -1,
+                nanos: 999_999_900
+            }
         );
         assert_eq!(to_timespec(0).secs, -EPOCH_DIFF_SECS);
     }
