@@ -315,23 +315,121 @@ impl NtfsFs {
         })
     }
 
-    /// Where a reparse-point target points, as seen from the link: targets
-    /// on this volume's drive become relative paths (`../` up to the root),
-    /// so they resolve inside a mount of this volume.
+    /// Where a reparse-point target points, as seen from the link.
+    ///
+    /// ntfs-3g shows targets on the volume with the names' case as stored
+    /// (it looks each component up), relative ones relative and absolute
+    /// ones (any drive letter) under its mount point. We cannot know the
+    /// mount point, so absolute targets become relative paths climbing to
+    /// the volume root (`../..`), which resolve to the same file wherever
+    /// the volume is mounted.
     fn place_target(&self, cur: &mut Cursor<&Source>, file: &NtfsFile, target: Target) -> String {
+        let Some(parent) = self.parent(cur, file) else {
+            return match target {
+                Target::Relative(s) | Target::Foreign(s) => s,
+                Target::FromRoot(s) => format!("/{s}"),
+            };
+        };
         match target {
-            Target::Relative(s) | Target::Foreign(s) => s,
-            Target::FromRoot(rest) => match self.depth(cur, file) {
-                Some(0) => rest,
-                Some(d) => format!("{}{rest}", "../".repeat(d)),
-                None => format!("/{rest}"),
-            },
+            Target::Foreign(s) => s,
+            Target::Relative(s) => {
+                let trailing = s.ends_with('/');
+                let parts: Vec<&str> = s.split('/').filter(|p| !p.is_empty()).collect();
+                let fixed = self.fix_case(parent, &parts).join("/");
+                let lead = if s.starts_with('/') { "/" } else { "" };
+                format!("{lead}{fixed}{}", if trailing { "/" } else { "" })
+            }
+            Target::FromRoot(rest) => {
+                let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+                let fixed = self.fix_case(ROOT_RECORD, &parts).join("/");
+                match self.depth(cur, parent) {
+                    Some(0) => fixed,
+                    Some(d) => format!("{}{fixed}", "../".repeat(d)),
+                    None => format!("/{fixed}"),
+                }
+            }
         }
     }
 
-    /// How many directories lie between the root and `file`'s parent.
-    fn depth(&self, cur: &mut Cursor<&Source>, file: &NtfsFile) -> Option<usize> {
-        let mut dir = self.parent(cur, file)?;
+    /// `parts` walked from directory `dir`, each name replaced by the name
+    /// as stored; from the first one not found the rest stay as written.
+    fn fix_case(&self, mut dir: u64, parts: &[&str]) -> Vec<String> {
+        let mut out = Vec::with_capacity(parts.len());
+        let mut lost = false;
+        for part in parts {
+            if lost || *part == "." {
+                out.push(part.to_string());
+                continue;
+            }
+            if *part == ".." {
+                let mut cur = self.cursor();
+                let up = self
+                    .file(&mut cur, dir)
+                    .ok()
+                    .and_then(|f| self.parent(&mut cur, &f));
+                match up {
+                    Some(up) => dir = up,
+                    None => lost = true,
+                }
+                out.push(part.to_string());
+                continue;
+            }
+            match self.find_entry(dir, part) {
+                Ok(Some((rec, name))) => {
+                    dir = rec;
+                    out.push(name);
+                }
+                _ => {
+                    lost = true;
+                    out.push(part.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// The entry named `name` in `dir` by Windows' rules: its record and
+    /// its name as stored. An exact-case match wins over a case-folded one
+    /// (POSIX-namespace names may differ only by case).
+    fn find_entry(&self, dir: NodeId, name: &str) -> Result<Option<(u64, String)>> {
+        if name.is_empty() || name == "." || name == ".." {
+            return Ok(None);
+        }
+        let found = if self.has_upcase {
+            let mut cur = self.cursor();
+            let file = self.dir_file(&mut cur, dir)?;
+            let hit = index::find(&file, &mut cur, &|key| {
+                index::upcase_cmp(&self.ntfs, name, key)
+            })?;
+            match hit {
+                Some((rec, key)) => {
+                    let stored = key.name().to_string_lossy();
+                    if stored == name {
+                        Some((rec, stored))
+                    } else {
+                        // Case differs: an exact POSIX name may sit beside it.
+                        let exact = self
+                            .raw_entries(dir)?
+                            .into_iter()
+                            .find(|e| e.name == name)
+                            .map(|e| (e.record, e.name));
+                        Some(exact.unwrap_or((rec, stored)))
+                    }
+                }
+                None => None,
+            }
+        } else {
+            let raw = self.raw_entries(dir)?;
+            let exact = raw.iter().find(|e| e.name == name);
+            exact
+                .or_else(|| raw.iter().find(|e| e.name.eq_ignore_ascii_case(name)))
+                .map(|e| (e.record, e.name.clone()))
+        };
+        Ok(found.filter(|&(rec, _)| !names::is_metafile(dir, rec)))
+    }
+
+    /// How many directories lie between the root and directory `dir`.
+    fn depth(&self, cur: &mut Cursor<&Source>, mut dir: u64) -> Option<usize> {
         for depth in 0..MAX_PATH_DEPTH {
             if dir == ROOT_RECORD {
                 return Some(depth);
@@ -467,34 +565,7 @@ impl FileSystem for NtfsFs {
             // NTFS names are UTF-16; ntfs-3g shows them as UTF-8 only.
             return Ok(None);
         };
-        if name.is_empty() || name == "." || name == ".." {
-            return Ok(None);
-        }
-        let found = if self.has_upcase {
-            let mut cur = self.cursor();
-            let file = self.dir_file(&mut cur, dir)?;
-            let hit = index::find(&file, &mut cur, &|key| {
-                index::upcase_cmp(&self.ntfs, name, key)
-            })?;
-            match hit {
-                Some((rec, key)) if key.name() == name => Some(rec),
-                // Case differs: a POSIX name spelled exactly may sit beside it.
-                Some((rec, _)) => Some(
-                    self.raw_entries(dir)?
-                        .into_iter()
-                        .find(|e| e.name == name)
-                        .map_or(rec, |e| e.record),
-                ),
-                None => None,
-            }
-        } else {
-            let raw = self.raw_entries(dir)?;
-            raw.iter()
-                .find(|e| e.name == name)
-                .or_else(|| raw.iter().find(|e| e.name.eq_ignore_ascii_case(name)))
-                .map(|e| e.record)
-        };
-        Ok(found.filter(|&rec| !names::is_metafile(dir, rec)))
+        Ok(self.find_entry(dir, name)?.map(|(rec, _)| rec))
     }
 
     fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>> {

@@ -66,7 +66,11 @@ pub(crate) fn link_target(data: &[u8]) -> Option<Target> {
         let rest = stripped[2..].trim_start_matches('\\');
         return Some(Target::FromRoot(rest.replace('\\', "/")));
     }
-    Some(Target::Foreign(raw.replace('\\', "/")))
+    // "\\??\\UNC\\server\\share\\..." is a network path: show it as //server/share/...
+    if let Some(unc) = stripped.strip_prefix("UNC\\") {
+        return Some(Target::Foreign(format!("//{}", unc.replace('\\', "/"))));
+    }
+    Some(Target::Foreign(stripped.replace('\\', "/")))
 }
 
 /// What an Interix system file stands for.
@@ -131,32 +135,35 @@ fn u64_at(b: &[u8], off: usize) -> Option<u64> {
 }
 
 #[cfg(test)]
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+/// A symlink (`flags` given) or junction reparse buffer, for tests.
+pub(crate) fn buffer(tag: u32, flags: Option<u32>, sub: &str, print: &str) -> Vec<u8> {
+    let (s, p) = (utf16(sub), utf16(print));
+    let mut body = Vec::new();
+    body.extend((0u16).to_le_bytes());
+    body.extend((s.len() as u16).to_le_bytes());
+    body.extend((s.len() as u16).to_le_bytes());
+    body.extend((p.len() as u16).to_le_bytes());
+    if let Some(f) = flags {
+        body.extend(f.to_le_bytes());
+    }
+    body.extend(&s);
+    body.extend(&p);
+    let mut out = Vec::new();
+    out.extend(tag.to_le_bytes());
+    out.extend((body.len() as u16).to_le_bytes());
+    out.extend(0u16.to_le_bytes());
+    out.extend(body);
+    out
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    fn utf16(s: &str) -> Vec<u8> {
-        s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
-    }
-
-    fn buffer(tag: u32, flags: Option<u32>, sub: &str, print: &str) -> Vec<u8> {
-        let (s, p) = (utf16(sub), utf16(print));
-        let mut body = Vec::new();
-        body.extend((0u16).to_le_bytes());
-        body.extend((s.len() as u16).to_le_bytes());
-        body.extend((s.len() as u16).to_le_bytes());
-        body.extend((p.len() as u16).to_le_bytes());
-        if let Some(f) = flags {
-            body.extend(f.to_le_bytes());
-        }
-        body.extend(&s);
-        body.extend(&p);
-        let mut out = Vec::new();
-        out.extend(tag.to_le_bytes());
-        out.extend((body.len() as u16).to_le_bytes());
-        out.extend(0u16.to_le_bytes());
-        out.extend(body);
-        out
-    }
 
     #[test]
     fn symlinks_and_junctions() {
@@ -167,7 +174,10 @@ mod tests {
         let junction = buffer(TAG_MOUNT_POINT, None, "\\??\\D:\\dir", "D:\\dir");
         assert_eq!(link_target(&junction), Some(Target::FromRoot("dir".into())));
         let unc = buffer(TAG_SYMLINK, Some(0), "\\??\\UNC\\srv\\share", "");
-        assert!(matches!(link_target(&unc), Some(Target::Foreign(_))));
+        assert_eq!(
+            link_target(&unc),
+            Some(Target::Foreign("//srv/share".into()))
+        );
         // Truncated or foreign buffers give None, never a panic.
         for n in 0..rel.len() {
             let _ = link_target(&rel[..n]);

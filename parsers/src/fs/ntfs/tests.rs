@@ -606,3 +606,102 @@ echo plain > plain
     assert_eq!(read_all(&fs, plain).unwrap(), b"plain\n");
     s.unmount();
 }
+
+/// Lexically resolves `.` and `..` in an absolute path.
+fn normalize(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            p => out.push(p),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+#[test]
+fn reparse_links_match_ntfs3g() {
+    use super::reparse::{buffer, TAG_MOUNT_POINT, TAG_SYMLINK};
+    if !have_tools() {
+        return;
+    }
+    let hex = |b: Vec<u8>| {
+        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!("0x{h}")
+    };
+    let sym = |t: &str, rel: bool| hex(buffer(TAG_SYMLINK, Some(rel as u32), t, t));
+    // (path, is a directory, reparse buffer)
+    let links: Vec<(&str, bool, String)> = vec![
+        ("d1/sub/rel", false, sym("..\\..\\dir1\\target.txt", true)),
+        ("x/relup", false, sym("..\\DIR1\\Target.TXT", true)),
+        (
+            "d1/sub/abs",
+            false,
+            sym("\\??\\C:\\dir1\\target.txt", false),
+        ),
+        ("absroot", false, sym("\\??\\C:\\DIR1\\TARGET.TXT", false)),
+        ("x/ddrive", false, sym("\\??\\D:\\dir1\\target.txt", false)),
+        (
+            "junc",
+            true,
+            hex(buffer(TAG_MOUNT_POINT, None, "\\??\\C:\\dir1", "C:\\dir1")),
+        ),
+        (
+            "d1/sub/junc2",
+            true,
+            hex(buffer(
+                TAG_MOUNT_POINT,
+                None,
+                "\\??\\C:\\dir1\\",
+                "C:\\dir1\\",
+            )),
+        ),
+        ("other", false, "0x130000800400000061626364".into()),
+    ];
+    let mut populate = String::from("mkdir -p dir1 d1/sub x\necho t > dir1/target.txt\n");
+    for (path, dir, value) in &links {
+        populate += &format!(
+            "{} {path}\nsetfattr -n system.ntfs_reparse_data -v {value} {path}\n",
+            if *dir { "mkdir" } else { "touch" }
+        );
+    }
+    let s = Scratch::new("reparse");
+    make_image(&s, &populate, "");
+    let fs = open(Arc::new(FileSource::open(&s.image()).unwrap()) as Source).unwrap();
+    let mnt = s.mnt.to_string_lossy().into_owned();
+    for (path, _, _) in &links[..links.len() - 1] {
+        let node = resolve(&fs, path).unwrap();
+        let st = fs.stat(node).unwrap();
+        assert_eq!(
+            (st.kind, st.mode, st.nlink),
+            (FileType::Symlink, 0o777, 1),
+            "{path}"
+        );
+        let ours = fs.read_link(node).unwrap().into_string().unwrap();
+        assert_eq!(st.size, ours.len() as u64, "{path}");
+        let theirs = std::fs::read_link(s.mnt.join(path)).unwrap();
+        let theirs = theirs.to_str().unwrap();
+        match theirs.strip_prefix(&mnt) {
+            // Absolute targets: ntfs-3g puts its mount point before them,
+            // ours climb to the root; both must name the same file.
+            Some(inside) => {
+                let parent = Path::new(path).parent().unwrap().to_str().unwrap();
+                let ours_abs = normalize(&format!("/{parent}/{ours}"));
+                assert_eq!(ours_abs, normalize(inside), "{path}: {ours} vs {theirs}");
+                assert!(!ours.starts_with('/'), "{path}: {ours}");
+            }
+            None => assert_eq!(ours, theirs, "{path}"),
+        }
+    }
+    // Tags we do not know are files that refuse to be read (ntfs-3g shows a
+    // dangling symlink there).
+    let other = resolve(&fs, "/other").unwrap();
+    assert_eq!(fs.stat(other).unwrap().kind, FileType::File);
+    let err = fs.read(other, 0, &mut [0u8; 16]).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("0x80000013"), "{err}");
+    s.unmount();
+}
