@@ -40,7 +40,7 @@ const MAX_DIR_ENTRIES: usize = 1 << 22;
 /// Largest named stream returned as an xattr value.
 const MAX_XATTR: u64 = 64 << 20;
 /// Deepest directory nesting followed when placing an absolute link.
-const MAX_PATH_DEPTH: usize = 1024;
+const MAX_PATH_DEPTH: usize = 256;
 
 /// An NTFS volume, shared by many threads: every call makes its own cursor
 /// over the source, and the only shared mutable state is the node cache.
@@ -356,8 +356,8 @@ impl NtfsFs {
     fn fix_case(&self, mut dir: u64, parts: &[&str]) -> Vec<String> {
         let mut out = Vec::with_capacity(parts.len());
         let mut lost = false;
-        for part in parts {
-            if lost || *part == "." {
+        for (i, part) in parts.iter().enumerate() {
+            if lost || i >= MAX_PATH_DEPTH || *part == "." {
                 out.push(part.to_string());
                 continue;
             }
@@ -516,7 +516,9 @@ impl NtfsFs {
         };
         let cluster = u64::from(self.ntfs.cluster_size());
         let total_bytes = self.ntfs.size();
-        let clusters = total_bytes / cluster.max(1);
+        // Bitmaps are read only as far as the source could hold clusters
+        // or records, so a corrupt size cannot make us scan for ages.
+        let clusters = total_bytes.min(self.src.size()) / cluster.max(1);
         let free_bytes = match self.free_bits(6, NtfsAttributeType::Data, clusters) {
             Some(f) => f * cluster,
             None => {
@@ -533,7 +535,8 @@ impl NtfsFs {
                     .ok()
             })
             .and_then(|v| v.first().map(|v| v.size / record))
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(self.src.size() / record);
         let free_nodes = self
             .free_bits(0, NtfsAttributeType::Bitmap, total_nodes)
             .unwrap_or(0);

@@ -219,9 +219,16 @@ fn mutations_do_not_panic_or_hang() {
         .filter(|&o| image.get(o..o + 4) == Some(b"INDX"))
         .collect();
     assert!(!indx.is_empty());
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    // NTFS_FUZZ_ROUNDS / NTFS_FUZZ_SEED run longer or other searches by hand.
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let mut rng = Rng(env("NTFS_FUZZ_SEED", 0x9E37_79B9_7F4A_7C15) | 1);
     let start = std::time::Instant::now();
-    for round in 0..300 {
+    for round in 0..env("NTFS_FUZZ_ROUNDS", 300) {
         let mut img = image.clone();
         let (base, len) = match round % 3 {
             0 => (0, 512),
@@ -313,7 +320,15 @@ fn is_mounted(p: &Path) -> bool {
 
 /// Whether ntfs-3g, mkntfs and FUSE are usable; under CI they must be.
 fn have_tools() -> bool {
-    let tools = ["ntfs-3g", "mkntfs", "setfattr", "getfattr", "fusermount"];
+    let tools = [
+        "ntfs-3g",
+        "mkntfs",
+        "setfattr",
+        "getfattr",
+        "fusermount",
+        "losetup",
+        "gzip",
+    ];
     let missing: Vec<_> = tools
         .iter()
         .filter(|t| {
@@ -391,8 +406,14 @@ fn walk_ours(fs: &dyn FileSystem, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<
             assert_eq!(fs.lookup(dir, &e.name).unwrap(), Some(e.node), "{p}");
             let st = fs.stat(e.node).unwrap();
             assert_eq!(st.kind, e.kind, "{p}: entry kind");
-            let content = (st.kind == FileType::File && !skip_data(&p))
-                .then(|| read_all(fs, e.node).unwrap());
+            let content = if st.kind == FileType::File && !skip_data(&p) {
+                match read_all(fs, e.node) {
+                    Ok(d) => Some(d),
+                    Err(err) => panic!("{p}: {err}"),
+                }
+            } else {
+                None
+            };
             let target = (st.kind == FileType::Symlink).then(|| fs.read_link(e.node).unwrap());
             let mut xattrs = fs.xattrs(e.node).unwrap();
             xattrs.sort();
@@ -703,5 +724,85 @@ fn reparse_links_match_ntfs3g() {
     let err = fs.read(other, 0, &mut [0u8; 16]).unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("0x80000013"), "{err}");
+    s.unmount();
+}
+
+/// Detaches a loop device, even if a test fails (with a mount still on it
+/// the kernel frees it at unmount).
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).output();
+    }
+}
+
+/// A disk formatted by Windows 10 with volume compression on: every name,
+/// size, time and link count as ntfs-3g shows them, every readable file's
+/// bytes, and a refusal (never bytes) for each compressed file.
+#[test]
+fn windows_image_matches_ntfs3g() {
+    use crate::readat::Window;
+    let Some(gz) = shared("realimages/ntfs-ramslack.raw.gz") else {
+        return;
+    };
+    if !have_tools() {
+        return;
+    }
+    let s = Scratch::new("win");
+    let raw = s.dir.join("disk.raw");
+    sh(&format!(
+        "gzip -dc '{}' > '{}'",
+        gz.display(),
+        raw.display()
+    ));
+    // The NTFS partition starts at LBA 128.
+    let start = 128 * 512;
+    let disk: Source = Arc::new(FileSource::open(&raw).unwrap());
+    let len = disk.size() - start;
+    let fs = open(Arc::new(Window::new(disk, start, len)) as Source).unwrap();
+
+    // Which files we refuse: exactly the compressed ones.
+    let mut refused = std::collections::BTreeSet::new();
+    let mut todo = vec![(fs.root(), String::new())];
+    while let Some((dir, path)) = todo.pop() {
+        for e in fs.read_dir(dir).unwrap() {
+            let p = format!("{path}/{}", e.name.to_string_lossy());
+            match e.kind {
+                FileType::Dir => todo.push((e.node, p)),
+                FileType::File => {
+                    if let Err(err) = fs.read(e.node, 0, &mut [0u8; 512]) {
+                        assert!(matches!(err, Error::Unsupported { .. }), "{p}: {err}");
+                        assert!(err.to_string().contains("compressed"), "{p}: {err}");
+                        refused.insert(p);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(refused.contains("/1.txt"), "{refused:?}");
+
+    let out = Command::new("losetup")
+        .args(["-f", "--show", "-r", "-o", &start.to_string()])
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = Loop(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    sh(&format!(
+        "ntfs-3g -o {REFERENCE_OPTS} {} '{}'",
+        dev.0,
+        s.mnt.display()
+    ));
+    let skip = |p: &str| refused.contains(p);
+    let reference = walk_mount(&s.mnt, &skip);
+    let ours = walk_ours(&fs, &skip);
+    assert!(ours.len() >= 7, "{:?}", ours.keys());
+    compare(&ours, &reference);
     s.unmount();
 }
