@@ -811,3 +811,92 @@ fn ext4_matches_the_kernel() {
     assert_eq!(links, want_links);
     unmount(&fuse);
 }
+
+/// Fills a fresh NTFS image through ntfs-3g (read-write, then unmounted).
+const NTFS_POPULATE: &str = r#"
+mkdir -p a/b/c empty_dir 'Ελληνικά' MixedCase
+echo nested > a/b/c/deep.txt
+printf 'unicode' > 'ünïcødé ファイル €.txt'
+echo greek > 'Ελληνικά/αρχείο'
+i=0; while [ $i -lt 300 ]; do echo "$i" > "a/entry_$i"; i=$((i+1)); done
+echo hardlinked > hl1
+ln hl1 hl2
+ln hl1 a/hl3
+ln -s hl1 rel_link
+ln -s ../hl1 a/rel_up
+echo data > streams
+setfattr -n user.foo -v bar streams
+: > empty
+head -c 3000000 /dev/urandom > plain_big
+truncate -s 6M sparse
+printf tail >> sparse
+echo m > MixedCase/File.TXT
+"#;
+
+/// An NTFS image made with mkntfs and filled through ntfs-3g: the FUSE
+/// walk must match ntfs-3g's own read-only view of the same image (with
+/// the options the NTFS reader's view is defined by).
+#[test]
+fn ntfs_matches_ntfs3g() {
+    if !fuse_available() {
+        return;
+    }
+    let tools = ["mkntfs", "ntfs-3g", "setfattr"];
+    let have = |t: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !is_root() || !tools.iter().all(|t| have(t)) {
+        eprintln!("\n*** SKIPPED: needs root and {tools:?} ***\n");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("ntfs.img");
+    let reference = tmp.path().join("ntfs3g");
+    let fuse = tmp.path().join("fuse");
+    fs::create_dir(&reference).unwrap();
+    fs::create_dir(&fuse).unwrap();
+    let sh = |script: String| {
+        let out = Command::new("sh").arg("-ec").arg(&script).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (img, refd) = (image.display(), reference.display());
+    sh(format!(
+        "truncate -s 32M '{img}' && mkntfs -F -Q -s 512 -c 4096 -L lbl '{img}' >/dev/null"
+    ));
+    {
+        let _rw = Guard(reference.clone());
+        sh(format!("ntfs-3g '{img}' '{refd}'"));
+        sh(format!("cd '{refd}' && {NTFS_POPULATE}"));
+        sh(format!("fusermount3 -u '{refd}'"));
+    }
+    sh(format!(
+        "ntfs-3g -o ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr '{img}' '{refd}'"
+    ));
+    let _r = Guard(reference.clone());
+    let (want, want_links) = walk(&reference);
+    assert!(want.len() > 300);
+    assert_eq!(want_links.len(), 1, "{want_links:?}");
+
+    let _g = mount(&image, &fuse);
+    let (got, links) = walk(&fuse);
+    let names = |m: &BTreeMap<PathBuf, Seen>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&got), names(&want));
+    for (p, w) in &want {
+        assert_eq!(&got[p], w, "{}", p.display());
+    }
+    assert_eq!(links, want_links);
+    // Case-insensitive names, as on Windows, through the kernel too.
+    assert_eq!(
+        fs::read(fuse.join("mixedcase/file.txt")).unwrap(),
+        b"m\n".to_vec()
+    );
+    unmount(&fuse);
+}
