@@ -777,8 +777,46 @@ fn ext4_matches_the_kernel() {
         assert_eq!(st.f_bsize, kst.f_bsize);
         assert_eq!(st.f_bfree, kst.f_bfree);
         assert_eq!(st.f_files, kst.f_files);
+        // cp -a and tar out of the mount reproduce it (modes, times,
+        // links; cp -a also xattrs).
+        let cp = tmp.path().join("cp");
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(fuse.join("."))
+            .arg(&cp)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let (copied, copied_links) = walk(&cp);
+        assert_eq!(copied, want);
+        assert_eq!(copied_links, want_links);
+        let tar = tmp.path().join("tar");
+        fs::create_dir(&tar).unwrap();
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "tar -C '{}' -cf - . | tar -C '{}' -xpf -",
+                fuse.display(),
+                tar.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let (untarred, tar_links) = walk(&tar);
+        assert_eq!(tar_links, want_links);
+        for (p, w) in &want {
+            let u = &untarred[p];
+            assert_eq!(
+                (u.kind, u.size, u.mode, u.mtime, &u.content),
+                (w.kind, w.size, w.mode, w.mtime, &w.content),
+                "tar: {}",
+                p.display()
+            );
+        }
         unmount(&fuse);
     }
+
+    corrupt_file_gives_eio(&tmp, &image, &fuse);
 
     // The same filesystem as partition 1 of a GPT disk: /p1.
     let fsbytes = fs::read(&image).unwrap();
@@ -810,6 +848,42 @@ fn ext4_matches_the_kernel() {
     }
     assert_eq!(links, want_links);
     unmount(&fuse);
+}
+
+/// Breaks one file's extent tree in a copy of `image`: reading that file
+/// fails with EIO, everything else still reads and the mount stays up.
+fn corrupt_file_gives_eio(tmp: &tempfile::TempDir, image: &Path, fuse: &Path) {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg("imap /dir/sub/deeper/mid.bin")
+        .arg(image)
+        .output();
+    let Ok(out) = out else {
+        eprintln!("\n*** SKIPPED corruption check: no debugfs ***\n");
+        return;
+    };
+    // "located at block 35, offset 0x0d00"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let loc = text.split("located at block ").nth(1).unwrap();
+    let block: u64 = loc.split(',').next().unwrap().trim().parse().unwrap();
+    let offset = loc.split("offset 0x").nth(1).unwrap().trim();
+    let offset = u64::from_str_radix(offset, 16).unwrap();
+    let bad = tmp.path().join("bad.img");
+    fs::copy(image, &bad).unwrap();
+    // i_block, where the extent header starts, is at byte 40 of the inode.
+    let at = block * 4096 + offset + 40;
+    let f = File::options().write(true).open(&bad).unwrap();
+    f.write_all_at(&[0u8; 12], at).unwrap();
+    drop(f);
+    let _g = mount(&bad, fuse);
+    let err = fs::read(fuse.join("dir/sub/deeper/mid.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(
+        fs::read(fuse.join("small.txt")).unwrap(),
+        b"hello restorefs\n".to_vec()
+    );
+    assert!(fs::read_dir(fuse.join("dir")).unwrap().count() > 1);
+    unmount(fuse);
 }
 
 /// Fills a fresh NTFS image through ntfs-3g (read-write, then unmounted).
