@@ -437,6 +437,29 @@ fn mount_unmount_lifecycle() {
         processes_with(&needle).is_empty()
     });
 
+    // umount refuses what is not a restorefs mount.
+    let out = restorefs(&[&"umount", &mnt]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not mounted"));
+    let out = restorefs(&[&"umount", &"/"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a restorefs mount"));
+
+    // A daemon killed outright leaves a dead mount ("not connected"),
+    // which umount still clears.
+    let g = mount(&image, &mnt);
+    let procs = processes_with(&needle);
+    assert_eq!(procs.len(), 1, "{procs:?}");
+    let pid: i32 = procs[0].split(':').next().unwrap().parse().unwrap();
+    // SAFETY: plain syscall on the daemon's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_until("daemon to die", || processes_with(&needle).is_empty());
+    let err = fs::read_dir(&mnt).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    unmount(&mnt);
+    assert!(!mounted(&mnt));
+    drop(g);
+
     // A missing image fails before daemonizing: no process, no mount.
     let out = restorefs(&[&"mount", &tmp.path().join("missing.img"), &mnt]);
     assert!(!out.status.success());

@@ -49,7 +49,7 @@ fn mount_syscall(dir: &Path, opts: &MountOptions) -> io::Result<OwnedFd> {
     }
     let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | opts.extra_flags();
     let (source, target) = (cstr(opts.source())?, cstr(dir.as_os_str().as_bytes())?);
-    let (fstype, data) = (cstr("fuse.restorefs")?, cstr(data)?);
+    let (fstype, data) = (cstr(crate::FS_TYPE)?, cstr(data)?);
     // SAFETY: every pointer is a valid NUL-terminated string.
     let rc = unsafe {
         libc::mount(
@@ -146,7 +146,27 @@ fn receive_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
 
 /// Unmounts `dir`: umount(2) as root, `fusermount3 -u` otherwise (or when
 /// root's umount is refused, e.g. inside a user namespace).
+///
+/// EBUSY is retried for a moment: a file closed just before can keep the
+/// mount busy until its asynchronous FUSE release has been answered.
 pub(crate) fn unmount(dir: &Path) -> io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match unmount_once(dir) {
+            Err(e) if is_busy(&e) && tries < 40 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_busy(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EBUSY) || e.to_string().contains("Device or resource busy")
+}
+
+fn unmount_once(dir: &Path) -> io::Result<()> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         let c = cstr(dir.as_os_str().as_bytes())?;

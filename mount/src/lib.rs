@@ -96,21 +96,50 @@ fn wait_and_unmount(set: libc::sigset_t, dir: &Path) {
     }
 }
 
-/// Unmounts the restorefs mount at `dir`; its server then exits.
+/// Unmounts the restorefs mount at `dir`; its server then exits. Refuses
+/// any other kind of mount, so a mistyped path cannot take down `/home`.
 pub fn unmount(dir: &Path) -> io::Result<()> {
-    kernel::unmount(dir)
+    // A mount whose server died cannot be stat'ed (ENOTCONN), so resolve
+    // the parent and keep the last component as it is.
+    let abs = match (dir.canonicalize(), dir.parent(), dir.file_name()) {
+        (Ok(abs), _, _) => abs,
+        (Err(_), Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            parent.canonicalize()?.join(name)
+        }
+        (Err(e), _, _) => return Err(e),
+    };
+    match mount_type(&abs)? {
+        Some(t) if t == FS_TYPE => kernel::unmount(&abs),
+        Some(t) => Err(io::Error::other(format!("not a restorefs mount ({t})"))),
+        None => Err(io::Error::other("not mounted")),
+    }
 }
 
-/// True if `dir` (canonical) is the mount point of some filesystem, per
-/// `/proc/self/mountinfo`.
-pub fn is_mount_point(dir: &Path) -> io::Result<bool> {
+/// The filesystem type mounted on `dir` (absolute, symlinks resolved),
+/// if any, per `/proc/self/mountinfo`: the topmost mount when stacked.
+pub fn mount_type(dir: &Path) -> io::Result<Option<String>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let want = dir.to_string_lossy();
+    // "36 35 98:0 / /mnt rw,noatime shared:1 - ext3 /dev/root rw": the
+    // mount point is field 5, the type follows the "-" separator.
     Ok(info
         .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| unescape_mountinfo(mp) == want))
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|mp| unescape_mountinfo(mp) == want)
+        })
+        .filter_map(|l| l.split(" - ").nth(1)?.split(' ').next().map(String::from))
+        .next_back())
 }
+
+/// The type restorefs mounts carry in `/proc/mounts`.
+pub const FS_TYPE: &str = "fuse.restorefs";
 
 /// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape_mountinfo(s: &str) -> String {

@@ -141,12 +141,12 @@ fn check_mountpoint(dir: &Path) -> Result<PathBuf, CliError> {
     if !abs.is_dir() {
         return Err(CliError(format!("{}: not a directory", dir.display())));
     }
-    match restorefs_mount::is_mount_point(&abs) {
-        Ok(true) => Err(CliError(format!(
-            "{}: already a mount point (restorefs umount {0} first)",
+    match restorefs_mount::mount_type(&abs) {
+        Ok(Some(t)) => Err(CliError(format!(
+            "{}: already a mount point ({t}); unmount it first",
             dir.display()
         ))),
-        Ok(false) => Ok(abs),
+        Ok(None) => Ok(abs),
         // Without /proc, let the mount itself decide.
         Err(_) => Ok(abs),
     }
