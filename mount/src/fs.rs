@@ -753,3 +753,48 @@ fn placeholder(ino: u64, k: FileType) -> FileAttr {
         flags: 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use restorefs_parsers::image::Image;
+    use restorefs_parsers::readat::MemSource;
+
+    use super::*;
+
+    /// A 1 MiB disk of zeros: no table, no filesystem, one raw volume.
+    fn blank() -> RestoreFs {
+        let image = Image {
+            disk: Arc::new(MemSource(vec![0; 1 << 20])),
+            format: "raw",
+            file_bytes: 1 << 20,
+            details: Vec::new(),
+            notes: Vec::new(),
+        };
+        RestoreFs::new(RestoreTree::from_image(image).unwrap(), "blank".into())
+    }
+
+    #[test]
+    fn a_panicking_handler_answers_eio() {
+        let fs = blank();
+        let r: Res<()> = fs.guard("test", INodeNo::ROOT, || panic!("parser bug"));
+        assert_eq!(r, Err(Errno::EIO));
+        // And the filesystem is still usable.
+        assert!(fs.attr("getattr", fs.node(INodeNo::ROOT).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn root_is_inode_one() {
+        let fs = blank();
+        let root = fs.node(INodeNo::ROOT).unwrap();
+        assert_eq!(root, fs.tree.root());
+        assert_eq!(fs.ino(root), 1);
+        let attr = fs.attr("getattr", root).unwrap();
+        assert_eq!(attr.ino, INodeNo::ROOT);
+        assert_eq!(attr.kind, fuser::FileType::Directory);
+        let (blocks, _, _, _, bsize) = fs.statfs_of(root);
+        assert_eq!(blocks * u64::from(bsize), 1 << 20);
+        assert_eq!(fs.node(INodeNo(0)), Err(Errno::ENOENT));
+    }
+}
