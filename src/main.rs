@@ -73,6 +73,19 @@ enum Command {
         #[arg(short, long)]
         force: bool,
     },
+    /// Mount the image read-only on DIR with FUSE (in the background).
+    Mount {
+        image: PathBuf,
+        dir: PathBuf,
+        /// Stay in the foreground, logging to stderr; Ctrl-C unmounts.
+        #[arg(short, long)]
+        foreground: bool,
+        /// Mount options, comma-separated or repeated (allow_other, ...).
+        #[arg(short = 'o', value_name = "OPT")]
+        options: Vec<String>,
+    },
+    /// Unmount a restorefs mount (same as `fusermount3 -u DIR`).
+    Umount { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +121,13 @@ fn main() -> ExitCode {
             output,
             force,
         } => commands::raw::run(&image, volume.as_deref(), output.as_deref(), force),
+        Command::Mount {
+            image,
+            dir,
+            foreground,
+            options,
+        } => commands::mount::run(&image, &dir, foreground, &options),
+        Command::Umount { dir } => commands::mount::umount(&dir),
     };
     match result {
         Ok(code) => code,

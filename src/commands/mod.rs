@@ -4,6 +4,7 @@ pub mod cat;
 pub mod cp;
 pub mod info;
 pub mod ls;
+pub mod mount;
 pub mod raw;
 
 use std::fmt;

@@ -1,0 +1,808 @@
+//! The adapter against a third-party image, against ntfs-3g on images made
+//! here, and against mutated images (no panic, no hang).
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use super::*;
+use crate::readat::{FileSource, MemSource};
+
+fn shared(rel: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared")
+        .join(rel);
+    if p.exists() {
+        Some(p)
+    } else if std::env::var_os("CI").is_some() {
+        panic!("{} missing (CI is set)", p.display());
+    } else {
+        eprintln!("skipping: {} missing", p.display());
+        None
+    }
+}
+
+fn resolve(fs: &dyn FileSystem, path: &str) -> Result<NodeId> {
+    let mut node = fs.root();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        node = fs
+            .lookup(node, OsStr::new(part))?
+            .ok_or_else(|| Error::NotFound(path.into()))?;
+    }
+    Ok(node)
+}
+
+/// Reads a whole file in odd-sized chunks, to cross run boundaries.
+fn read_all(fs: &dyn FileSystem, node: NodeId) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_537];
+    loop {
+        let n = fs.read(node, out.len() as u64, &mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn testfs1_exact() {
+    let Some(p) = shared("realimages/testfs1") else {
+        return;
+    };
+    let src: Source = Arc::new(MemSource(std::fs::read(p).unwrap()));
+    let fs = open(src).unwrap();
+    let info = fs.info();
+    assert_eq!(info.kind, "ntfs");
+    assert_eq!(info.label.as_deref(), Some("mylabel"));
+    assert_eq!(info.total_bytes, 2 * 1024 * 1024 - 512);
+    assert!(info.free_bytes > 0 && info.free_bytes < info.total_bytes);
+
+    let get = |path: &str| {
+        let n = resolve(&fs, path).unwrap();
+        (fs.stat(n).unwrap(), read_all(&fs, n).unwrap())
+    };
+    let (st, data) = get("/empty-file");
+    assert_eq!((st.kind, st.size, data.len()), (FileType::File, 0, 0));
+    let (st, data) = get("/file-with-12345");
+    assert_eq!((st.size, data.as_slice()), (5, &b"12345"[..]));
+    let (st, data) = get("/1000-bytes-file");
+    assert_eq!(st.size, 1000);
+    assert_eq!(data, b"12345".repeat(200));
+    let (st, data) = get("/sparse-file");
+    assert_eq!(st.size, 500_005);
+    assert_eq!(data.len(), 500_005);
+    assert_eq!(&data[..5], b"12345");
+    assert_eq!(&data[500_000..], b"11111");
+    assert!(data[5..500_000].iter().all(|&b| b == 0));
+    assert_eq!(st.mode, 0o644);
+
+    // Case-insensitive lookup through $UpCase.
+    assert_eq!(
+        resolve(&fs, "/FILE-WITH-12345").unwrap(),
+        resolve(&fs, "/file-with-12345").unwrap()
+    );
+    assert!(fs.lookup(fs.root(), OsStr::new("nope")).unwrap().is_none());
+    // Metafiles are hidden, in listings and lookups.
+    assert!(fs.lookup(fs.root(), OsStr::new("$MFT")).unwrap().is_none());
+
+    let root: Vec<String> = fs
+        .read_dir(fs.root())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "1000-bytes-file",
+        "empty-file",
+        "file-with-12345",
+        "many_subdirs",
+        "sparse-file",
+    ] {
+        assert!(root.iter().any(|n| n == want), "{want} in {root:?}");
+    }
+    assert!(root.iter().all(|n| !n.starts_with('$')), "{root:?}");
+
+    let many = resolve(&fs, "/many_subdirs").unwrap();
+    assert_eq!(fs.stat(many).unwrap().kind, FileType::Dir);
+    assert_eq!(fs.stat(many).unwrap().mode, 0o755);
+    assert_eq!(fs.stat(many).unwrap().nlink, 1);
+    let entries = fs.read_dir(many).unwrap();
+    let mut got: Vec<u32> = entries
+        .iter()
+        .map(|e| e.name.to_str().unwrap().parse().unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (1..=512).collect::<Vec<_>>());
+    assert!(entries.iter().all(|e| e.kind == FileType::Dir));
+    for i in [1, 77, 256, 512] {
+        let n = fs
+            .lookup(many, OsStr::new(&i.to_string()))
+            .unwrap()
+            .unwrap();
+        assert!(entries.iter().any(|e| e.node == n));
+    }
+    assert!(matches!(
+        fs.read(many, 0, &mut [0; 4]),
+        Err(Error::IsADirectory(_))
+    ));
+}
+
+#[test]
+fn shared_between_threads() {
+    let Some(p) = shared("realimages/testfs1") else {
+        return;
+    };
+    let src: Source = Arc::new(FileSource::open(&p).unwrap());
+    let fs = Arc::new(open(src).unwrap());
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let fs = fs.clone();
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    let n = resolve(&*fs, "/1000-bytes-file").unwrap();
+                    assert_eq!(read_all(&*fs, n).unwrap(), b"12345".repeat(200));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+/// Deterministic xorshift64.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Walks everything reachable, reading all data, with bounds so a
+/// corrupt image that lists a directory inside itself still ends.
+fn walk_all(fs: &dyn FileSystem) {
+    let mut todo = vec![(fs.root(), 0usize)];
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while let Some((dir, depth)) = todo.pop() {
+        if depth > 16 || !seen.insert(dir) || seen.len() > 4000 {
+            continue;
+        }
+        let Ok(entries) = fs.read_dir(dir) else {
+            continue;
+        };
+        for e in entries {
+            let _ = fs.lookup(dir, &e.name);
+            let _ = fs.xattrs(e.node);
+            match fs.stat(e.node) {
+                Ok(st) if st.kind == FileType::Dir => todo.push((e.node, depth + 1)),
+                Ok(st) if st.kind == FileType::Symlink => {
+                    let _ = fs.read_link(e.node);
+                }
+                Ok(_) => {
+                    let mut off = 0u64;
+                    while off < 4 << 20 {
+                        match fs.read(e.node, off, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => off += n as u64,
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let _ = fs.info();
+}
+
+#[test]
+fn mutations_do_not_panic_or_hang() {
+    let Some(p) = shared("realimages/testfs1") else {
+        return;
+    };
+    let image = std::fs::read(p).unwrap();
+    let boot = ::ntfs::Ntfs::new(&mut std::io::Cursor::new(&image)).unwrap();
+    let mft = boot.mft_position().value().unwrap().get() as usize;
+    let rec = boot.file_record_size() as usize;
+    let indx: Vec<usize> = (0..image.len())
+        .step_by(512)
+        .filter(|&o| image.get(o..o + 4) == Some(b"INDX"))
+        .collect();
+    assert!(!indx.is_empty());
+    // NTFS_FUZZ_ROUNDS / NTFS_FUZZ_SEED run longer or other searches by hand.
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let mut rng = Rng(env("NTFS_FUZZ_SEED", 0x9E37_79B9_7F4A_7C15) | 1);
+    let start = std::time::Instant::now();
+    for round in 0..env("NTFS_FUZZ_ROUNDS", 300) {
+        let mut img = image.clone();
+        let (base, len) = match round % 3 {
+            0 => (0, 512),
+            1 => (mft + rng.below(40) as usize * rec, rec),
+            _ => (indx[rng.below(indx.len() as u64) as usize], 4096),
+        };
+        for _ in 0..1 + rng.below(8) {
+            let at = base + rng.below(len as u64) as usize;
+            if let Some(b) = img.get_mut(at) {
+                *b ^= 1 << rng.below(8);
+            }
+        }
+        let src: Source = Arc::new(MemSource(img));
+        if let Ok(fs) = open(src) {
+            walk_all(&fs);
+        }
+    }
+    // Generous: the point is to catch loops, not to time the walk.
+    assert!(start.elapsed().as_secs() < 600);
+}
+
+// ---- Comparison with ntfs-3g on images made here ----
+
+/// Runs a shell script; panics with its output on failure.
+fn sh(script: &str) {
+    let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A temporary directory with a mount point; unmounts and removes itself.
+struct Scratch {
+    dir: PathBuf,
+    mnt: PathBuf,
+}
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("restorefs-ntfs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("mnt")).unwrap();
+        Scratch {
+            mnt: dir.join("mnt"),
+            dir,
+        }
+    }
+    fn image(&self) -> PathBuf {
+        self.dir.join("ntfs.img")
+    }
+    fn unmount(&self) {
+        for _ in 0..50 {
+            let ok = Command::new("fusermount")
+                .arg("-u")
+                .arg(&self.mnt)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+                || Command::new("umount")
+                    .arg(&self.mnt)
+                    .output()
+                    .map(|o| o.status.success())
+                    .unwrap_or(false);
+            if ok || !is_mounted(&self.mnt) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            self.unmount();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let m = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let p = p.to_string_lossy();
+    m.lines().any(|l| l.split(' ').nth(1) == Some(&*p))
+}
+
+/// Whether ntfs-3g, mkntfs and FUSE are usable; under CI they must be.
+fn have_tools() -> bool {
+    let tools = [
+        "ntfs-3g",
+        "mkntfs",
+        "setfattr",
+        "getfattr",
+        "fusermount",
+        "losetup",
+        "gzip",
+    ];
+    let missing: Vec<_> = tools
+        .iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {t}"))
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+        .collect();
+    let fuse = Path::new("/dev/fuse").exists();
+    if missing.is_empty() && fuse {
+        return true;
+    }
+    let why = format!("missing tools {missing:?} or /dev/fuse ({fuse})");
+    if std::env::var_os("CI").is_some() {
+        panic!("{why} (CI is set)");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+const REFERENCE_OPTS: &str = "ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr";
+
+fn make_image(s: &Scratch, populate: &str, mount_opts: &str) {
+    let img = s.image();
+    sh(&format!(
+        "truncate -s 32M '{i}' && mkntfs -F -Q -s 512 -c 4096 -L lbl '{i}' >/dev/null",
+        i = img.display()
+    ));
+    sh(&format!(
+        "ntfs-3g {mount_opts} '{}' '{}'",
+        img.display(),
+        s.mnt.display()
+    ));
+    let r = Command::new("sh")
+        .arg("-ec")
+        .arg(populate)
+        .current_dir(&s.mnt)
+        .output()
+        .unwrap();
+    s.unmount();
+    assert!(
+        r.status.success(),
+        "populate failed: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    sh(&format!(
+        "ntfs-3g -o {REFERENCE_OPTS} '{}' '{}'",
+        img.display(),
+        s.mnt.display()
+    ));
+}
+
+/// One node as both readers must agree on it.
+#[derive(Debug, PartialEq, Eq)]
+struct Item {
+    kind: FileType,
+    size: u64,
+    mode: u32,
+    mtime: (i64, u32),
+    nlink: u32,
+    target: Option<OsString>,
+    content: Option<Vec<u8>>,
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
+fn walk_ours(fs: &dyn FileSystem, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<String, Item> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![(fs.root(), String::new())];
+    while let Some((dir, path)) = todo.pop() {
+        for e in fs.read_dir(dir).unwrap() {
+            let p = format!("{path}/{}", e.name.to_string_lossy());
+            assert_eq!(fs.lookup(dir, &e.name).unwrap(), Some(e.node), "{p}");
+            let st = fs.stat(e.node).unwrap();
+            assert_eq!(st.kind, e.kind, "{p}: entry kind");
+            let content = if st.kind == FileType::File && !skip_data(&p) {
+                match read_all(fs, e.node) {
+                    Ok(d) => Some(d),
+                    Err(err) => panic!("{p}: {err}"),
+                }
+            } else {
+                None
+            };
+            let target = (st.kind == FileType::Symlink).then(|| fs.read_link(e.node).unwrap());
+            let mut xattrs = fs.xattrs(e.node).unwrap();
+            xattrs.sort();
+            if st.kind == FileType::Dir {
+                todo.push((e.node, p.clone()));
+            }
+            out.insert(
+                p,
+                Item {
+                    kind: st.kind,
+                    size: st.size,
+                    mode: st.mode,
+                    mtime: (st.mtime.secs, st.mtime.nanos),
+                    nlink: st.nlink,
+                    target,
+                    content,
+                    xattrs,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn xattrs_of(p: &Path) -> Vec<(OsString, Vec<u8>)> {
+    let out = Command::new("getfattr")
+        .args(["--absolute-names", "-h", "-d", "-m", "-", "-e", "hex"])
+        .arg(p)
+        .output()
+        .unwrap();
+    let mut v: Vec<_> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, hex)| {
+            let hex = hex.trim_start_matches("0x");
+            let bytes = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            (OsString::from(k), bytes)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn walk_mount(root: &Path, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<String, Item> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, path)) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let p = format!("{path}/{}", e.file_name().to_string_lossy());
+            let md = std::fs::symlink_metadata(e.path()).unwrap();
+            let ft = md.file_type();
+            let kind = if ft.is_dir() {
+                FileType::Dir
+            } else if ft.is_symlink() {
+                FileType::Symlink
+            } else {
+                FileType::File
+            };
+            if kind == FileType::Dir {
+                todo.push((e.path(), p.clone()));
+            }
+            out.insert(
+                p.clone(),
+                Item {
+                    kind,
+                    size: md.len(),
+                    mode: md.mode() & 0o7777,
+                    mtime: (md.mtime(), md.mtime_nsec() as u32),
+                    nlink: md.nlink() as u32,
+                    target: (kind == FileType::Symlink)
+                        .then(|| std::fs::read_link(e.path()).unwrap().into_os_string()),
+                    content: (kind == FileType::File && !skip_data(&p))
+                        .then(|| std::fs::read(e.path()).unwrap()),
+                    xattrs: if kind == FileType::Symlink {
+                        Vec::new()
+                    } else {
+                        xattrs_of(&e.path())
+                    },
+                },
+            );
+        }
+    }
+    out
+}
+
+fn compare(ours: &BTreeMap<String, Item>, reference: &BTreeMap<String, Item>) {
+    let a: Vec<_> = ours.keys().collect();
+    let b: Vec<_> = reference.keys().collect();
+    assert_eq!(a, b, "names differ");
+    for (path, r) in reference {
+        let o = &ours[path];
+        assert_eq!(
+            (o.kind, o.size, o.mode, o.mtime, o.nlink, &o.target, &o.xattrs),
+            (r.kind, r.size, r.mode, r.mtime, r.nlink, &r.target, &r.xattrs),
+            "{path}"
+        );
+        assert!(o.content == r.content, "{path}: content differs");
+    }
+}
+
+const POPULATE: &str = r#"
+mkdir -p a/b/c/d empty_dir
+echo nested > a/b/c/d/deep.txt
+printf 'unicode' > 'ünïcødé ファイル €.txt'
+mkdir 'Ελληνικά'
+echo greek > 'Ελληνικά/αρχείο'
+long=$(printf 'L%.0s' $(seq 1 200))
+echo long > "$long"
+mkdir big
+i=0; while [ $i -lt 2000 ]; do echo "$i" > "big/entry_$i"; i=$((i+1)); done
+echo hardlinked > hl1
+ln hl1 hl2
+ln hl1 a/hl3
+ln -s hl1 rel_link
+ln -s ../hl1 a/rel_up
+ln -s /etc/passwd abs_link
+ln -s 'ünïcødé ファイル €.txt' uni_link
+echo data > streams
+setfattr -n user.foo -v bar streams
+head -c 40000 /dev/urandom > /tmp/restorefs-xattr.$$
+setfattr -n user.big -v 0x$(od -An -v -tx1 /tmp/restorefs-xattr.$$ | tr -d ' \n') streams
+rm /tmp/restorefs-xattr.$$
+: > empty
+printf 12345 > small
+head -c 3000000 /dev/urandom > plain_big
+i=0; while [ $i -lt 40 ]; do
+  head -c 131072 /dev/urandom >> fragA
+  head -c 131072 /dev/urandom >> fragB
+  i=$((i+1))
+done
+i=0; while [ $i -lt 400 ]; do
+  head -c 4096 /dev/urandom >> manyA
+  head -c 4096 /dev/urandom >> manyB
+  i=$((i+1))
+done
+truncate -s 10M sparse
+printf X | dd of=sparse bs=1 seek=5000000 conv=notrunc status=none
+printf tail >> sparse
+mkdir MixedCase
+echo m > MixedCase/File.TXT
+"#;
+
+#[test]
+fn matches_ntfs3g() {
+    if !have_tools() {
+        return;
+    }
+    let s = Scratch::new("cmp");
+    make_image(&s, POPULATE, "");
+    let src: Source = Arc::new(FileSource::open(&s.image()).unwrap());
+    let fs = open(src).unwrap();
+    let none = |_: &str| false;
+    let reference = walk_mount(&s.mnt, &none);
+    let ours = walk_ours(&fs, &none);
+    compare(&ours, &reference);
+    assert!(ours.len() > 2000);
+
+    // Lookups are case-insensitive, as on Windows.
+    let a = resolve(&fs, "/MixedCase/File.TXT").unwrap();
+    assert_eq!(resolve(&fs, "/mixedcase/file.txt").unwrap(), a);
+    assert_eq!(
+        resolve(&fs, "/ΕΛΛΗΝΙΚΆ/ΑΡΧΕΊΟ").unwrap(),
+        resolve(&fs, "/Ελληνικά/αρχείο").unwrap()
+    );
+    // Hard links are one node.
+    assert_eq!(
+        resolve(&fs, "/hl1").unwrap(),
+        resolve(&fs, "/a/hl3").unwrap()
+    );
+    let info = fs.info();
+    assert_eq!(info.label.as_deref(), Some("lbl"));
+    assert_eq!(info.block_size, 4096);
+    s.unmount();
+}
+
+#[test]
+fn compressed_files_are_refused() {
+    if !have_tools() {
+        return;
+    }
+    let s = Scratch::new("lznt1");
+    let populate = r#"
+mkdir comp
+setfattr -h -v 0x00000800 -n system.ntfs_attrib_be comp
+yes restorefs | head -c 200000 > comp/file
+echo plain > plain
+"#;
+    make_image(&s, populate, "-o compression");
+    let src: Source = Arc::new(FileSource::open(&s.image()).unwrap());
+    let fs = open(src).unwrap();
+    let node = resolve(&fs, "/comp/file").unwrap();
+    let st = fs.stat(node).unwrap();
+    assert_eq!(st.size, 200_000);
+    let mut buf = vec![0u8; 4096];
+    match fs.read(node, 0, &mut buf) {
+        Err(e @ Error::Unsupported { .. }) => {
+            assert!(e.to_string().contains("compressed"), "{e}");
+            assert!(e.to_string().contains(&format!("record {node}")), "{e}");
+        }
+        other => panic!("compressed read gave {other:?}"),
+    }
+    // The reference sees the data; we refuse rather than give other bytes.
+    assert_eq!(
+        std::fs::read(s.mnt.join("comp/file")).unwrap().len(),
+        200_000
+    );
+    let plain = resolve(&fs, "/plain").unwrap();
+    assert_eq!(read_all(&fs, plain).unwrap(), b"plain\n");
+    s.unmount();
+}
+
+/// Lexically resolves `.` and `..` in an absolute path.
+fn normalize(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            p => out.push(p),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+#[test]
+fn reparse_links_match_ntfs3g() {
+    use super::reparse::{buffer, TAG_MOUNT_POINT, TAG_SYMLINK};
+    if !have_tools() {
+        return;
+    }
+    let hex = |b: Vec<u8>| {
+        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!("0x{h}")
+    };
+    let sym = |t: &str, rel: bool| hex(buffer(TAG_SYMLINK, Some(rel as u32), t, t));
+    // (path, is a directory, reparse buffer)
+    let links: Vec<(&str, bool, String)> = vec![
+        ("d1/sub/rel", false, sym("..\\..\\dir1\\target.txt", true)),
+        ("x/relup", false, sym("..\\DIR1\\Target.TXT", true)),
+        (
+            "d1/sub/abs",
+            false,
+            sym("\\??\\C:\\dir1\\target.txt", false),
+        ),
+        ("absroot", false, sym("\\??\\C:\\DIR1\\TARGET.TXT", false)),
+        ("x/ddrive", false, sym("\\??\\D:\\dir1\\target.txt", false)),
+        (
+            "junc",
+            true,
+            hex(buffer(TAG_MOUNT_POINT, None, "\\??\\C:\\dir1", "C:\\dir1")),
+        ),
+        (
+            "d1/sub/junc2",
+            true,
+            hex(buffer(
+                TAG_MOUNT_POINT,
+                None,
+                "\\??\\C:\\dir1\\",
+                "C:\\dir1\\",
+            )),
+        ),
+        ("other", false, "0x130000800400000061626364".into()),
+    ];
+    let mut populate = String::from("mkdir -p dir1 d1/sub x\necho t > dir1/target.txt\n");
+    for (path, dir, value) in &links {
+        populate += &format!(
+            "{} {path}\nsetfattr -n system.ntfs_reparse_data -v {value} {path}\n",
+            if *dir { "mkdir" } else { "touch" }
+        );
+    }
+    let s = Scratch::new("reparse");
+    make_image(&s, &populate, "");
+    let fs = open(Arc::new(FileSource::open(&s.image()).unwrap()) as Source).unwrap();
+    let mnt = s.mnt.to_string_lossy().into_owned();
+    for (path, _, _) in &links[..links.len() - 1] {
+        let node = resolve(&fs, path).unwrap();
+        let st = fs.stat(node).unwrap();
+        assert_eq!(
+            (st.kind, st.mode, st.nlink),
+            (FileType::Symlink, 0o777, 1),
+            "{path}"
+        );
+        let ours = fs.read_link(node).unwrap().into_string().unwrap();
+        assert_eq!(st.size, ours.len() as u64, "{path}");
+        let theirs = std::fs::read_link(s.mnt.join(path)).unwrap();
+        let theirs = theirs.to_str().unwrap();
+        match theirs.strip_prefix(&mnt) {
+            // Absolute targets: ntfs-3g puts its mount point before them,
+            // ours climb to the root; both must name the same file.
+            Some(inside) => {
+                let parent = Path::new(path).parent().unwrap().to_str().unwrap();
+                let ours_abs = normalize(&format!("/{parent}/{ours}"));
+                assert_eq!(ours_abs, normalize(inside), "{path}: {ours} vs {theirs}");
+                assert!(!ours.starts_with('/'), "{path}: {ours}");
+            }
+            None => assert_eq!(ours, theirs, "{path}"),
+        }
+    }
+    // Tags we do not know are files that refuse to be read (ntfs-3g shows a
+    // dangling symlink there).
+    let other = resolve(&fs, "/other").unwrap();
+    assert_eq!(fs.stat(other).unwrap().kind, FileType::File);
+    let err = fs.read(other, 0, &mut [0u8; 16]).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("0x80000013"), "{err}");
+    s.unmount();
+}
+
+/// Detaches a loop device, even if a test fails (with a mount still on it
+/// the kernel frees it at unmount).
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).output();
+    }
+}
+
+/// A disk formatted by Windows 10 with volume compression on: every name,
+/// size, time and link count as ntfs-3g shows them, every readable file's
+/// bytes, and a refusal (never bytes) for each compressed file.
+#[test]
+fn windows_image_matches_ntfs3g() {
+    use crate::readat::Window;
+    let Some(gz) = shared("realimages/ntfs-ramslack.raw.gz") else {
+        return;
+    };
+    if !have_tools() {
+        return;
+    }
+    let s = Scratch::new("win");
+    let raw = s.dir.join("disk.raw");
+    sh(&format!(
+        "gzip -dc '{}' > '{}'",
+        gz.display(),
+        raw.display()
+    ));
+    // The NTFS partition starts at LBA 128.
+    let start = 128 * 512;
+    let disk: Source = Arc::new(FileSource::open(&raw).unwrap());
+    let len = disk.size() - start;
+    let fs = open(Arc::new(Window::new(disk, start, len)) as Source).unwrap();
+
+    // Which files we refuse: exactly the compressed ones.
+    let mut refused = std::collections::BTreeSet::new();
+    let mut todo = vec![(fs.root(), String::new())];
+    while let Some((dir, path)) = todo.pop() {
+        for e in fs.read_dir(dir).unwrap() {
+            let p = format!("{path}/{}", e.name.to_string_lossy());
+            match e.kind {
+                FileType::Dir => todo.push((e.node, p)),
+                FileType::File => {
+                    if let Err(err) = fs.read(e.node, 0, &mut [0u8; 512]) {
+                        assert!(matches!(err, Error::Unsupported { .. }), "{p}: {err}");
+                        assert!(err.to_string().contains("compressed"), "{p}: {err}");
+                        refused.insert(p);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(refused.contains("/1.txt"), "{refused:?}");
+
+    let out = Command::new("losetup")
+        .args(["-f", "--show", "-r", "-o", &start.to_string()])
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = Loop(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    sh(&format!(
+        "ntfs-3g -o {REFERENCE_OPTS} {} '{}'",
+        dev.0,
+        s.mnt.display()
+    ));
+    let skip = |p: &str| refused.contains(p);
+    let reference = walk_mount(&s.mnt, &skip);
+    let ours = walk_ours(&fs, &skip);
+    assert!(ours.len() >= 7, "{:?}", ours.keys());
+    compare(&ours, &reference);
+    s.unmount();
+}
