@@ -232,3 +232,149 @@ pub fn check_image_manifests(dir: &Path, image: &Path) -> RestoreTree {
     assert!(n > 0, "{}: no manifests", dir.display());
     tree
 }
+
+/// A host directory tree (a copy, or a mount) in manifest terms: the same
+/// fields and rules as scripts/testimages/manifest.py.
+pub fn host_walk(top: &Path) -> BTreeMap<String, Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = BTreeMap::new();
+    let mut groups: HashMap<u64, Vec<String>> = HashMap::new();
+    let mut stack = vec![(String::from("/"), top.to_path_buf())];
+    while let Some((rel, p)) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_file() {
+            "file"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else if ft.is_socket() {
+            "socket"
+        } else if ft.is_char_device() {
+            "chardev"
+        } else {
+            "blockdev"
+        };
+        let mut v = json!({
+            "path": rel,
+            "type": kind,
+            "mode": m.mode() & 0o7777,
+            "uid": m.uid(),
+            "gid": m.gid(),
+            "nlink": m.nlink(),
+            "mtime_ns": m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        });
+        match kind {
+            "dir" => {
+                for e in std::fs::read_dir(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())) {
+                    let e = e.expect("dir entry");
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    stack.push((format!("{}/{name}", rel.trim_end_matches('/')), e.path()));
+                }
+            }
+            "symlink" => {
+                let t = std::fs::read_link(&p).expect("readlink");
+                v["size"] = json!(m.len());
+                v["target"] = json!(t.to_string_lossy());
+            }
+            "file" => {
+                let mut h = Sha256::new();
+                let mut f =
+                    std::fs::File::open(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                std::io::copy(&mut f, &mut h).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                v["size"] = json!(m.len());
+                v["sha256"] = json!(hex(&h.finalize()));
+            }
+            _ => {}
+        }
+        if kind != "dir" && m.nlink() > 1 {
+            groups.entry(m.ino()).or_default().push(rel.clone());
+        }
+        let xattrs = host_xattrs(&p);
+        if !xattrs.is_empty() {
+            v["xattrs"] = Value::Object(xattrs);
+        }
+        out.insert(rel, v);
+    }
+    for paths in groups.values() {
+        let first = paths.iter().min().cloned().unwrap_or_default();
+        for p in paths {
+            if let Some(v) = out.get_mut(p) {
+                v["link_group"] = json!(first);
+            }
+        }
+    }
+    out
+}
+
+/// `llistxattr`/`lgetxattr` of a host path, values base64 like manifest.py.
+fn host_xattrs(p: &Path) -> serde_json::Map<String, Value> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = serde_json::Map::new();
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return out;
+    };
+    let mut names = vec![0u8; 65536];
+    // SAFETY: valid C string and buffer of the given length.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return out;
+    }
+    for name in names[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        if name.starts_with(b"security.selinux") {
+            continue;
+        }
+        let Ok(cn) = CString::new(name) else { continue };
+        let mut val = vec![0u8; 1 << 17];
+        // SAFETY: valid C strings and buffer of the given length.
+        let len =
+            unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+        if len < 0 {
+            continue;
+        }
+        out.insert(
+            String::from_utf8_lossy(name).into_owned(),
+            json!(base64::engine::general_purpose::STANDARD.encode(&val[..len as usize])),
+        );
+    }
+    out
+}
+
+/// (file name, qemu-img -O format, options)
+pub const CONTAINERS: &[(&str, &str, &str)] = &[
+    ("disk.sparse.vmdk", "vmdk", "subformat=monolithicSparse"),
+    ("disk.stream.vmdk", "vmdk", "subformat=streamOptimized"),
+    ("disk.dynamic.vhd", "vpc", "subformat=dynamic"),
+    ("disk.dynamic.vhdx", "vhdx", "subformat=dynamic"),
+    ("disk.qcow2", "qcow2", "compat=1.1"),
+];
+
+/// The container made from `dir/disk.img`, rebuilt when the disk is newer.
+pub fn container(dir: &Path, file: &str, fmt: &str, opts: &str) -> PathBuf {
+    let src = dir.join("disk.img");
+    let out = dir.join("containers").join(file);
+    let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
+        (Ok(s), Ok(o)) => o.modified().ok() >= s.modified().ok(),
+        _ => false,
+    };
+    if !fresh {
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let tmp = out.with_extension("tmp");
+        let st = Command::new("qemu-img")
+            .args(["convert", "-O", fmt, "-o", opts])
+            .arg(&src)
+            .arg(&tmp)
+            .status()
+            .expect("qemu-img (apt-get install qemu-utils)");
+        assert!(st.success(), "qemu-img convert -O {fmt} -o {opts}");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}

@@ -20,23 +20,30 @@ use crate::{ReadAt, Result, Source};
 const MAX_ENTRIES: u32 = 16384;
 
 /// Reads a GPT with 512- or 4096-byte sectors; `None` if no header is valid.
-pub(super) fn read(disk: &Source) -> Result<Option<Table>> {
+/// `pmbr_end` is the last LBA the protective MBR covers, a second place to
+/// look for the backup header when the primary is gone.
+pub(super) fn read(disk: &Source, pmbr_end: Option<u64>) -> Result<Option<Table>> {
     let mut notes = Vec::new();
     for lb in [LogicalBlockSize::Lb512, LogicalBlockSize::Lb4096] {
         let sector: u64 = lb.into();
         let last_lba = (disk.size() / sector).saturating_sub(1);
         let primary = header_at(disk, 1, lb);
         // The backup header's place comes from the primary if it is sound,
-        // else from the disk's end.
-        let backup_lba = match &primary {
-            Ok(h) if h.backup_lba > 1 => h.backup_lba,
-            _ => last_lba,
+        // else from the disk's end, else from the protective MBR (which
+        // counts in the disk's own logical sectors).
+        let candidates: Vec<u64> = match &primary {
+            Ok(h) => vec![h.backup_lba],
+            Err(_) => std::iter::once(last_lba).chain(pmbr_end).collect(),
         };
-        let backup = if backup_lba > 1 {
-            header_at(disk, backup_lba, lb)
-        } else {
-            Err("disk too small for a backup header".into())
-        };
+        let mut backup = Err("disk too small for a backup header".to_string());
+        let mut backup_lba = last_lba;
+        for lba in candidates.into_iter().filter(|&l| l > 1) {
+            backup_lba = lba;
+            backup = header_at(disk, lba, lb);
+            if backup.is_ok() {
+                break;
+            }
+        }
         if primary.is_err() && backup.is_err() {
             continue;
         }

@@ -20,6 +20,22 @@ pub(super) fn has_protective_entry(sector0: &[u8; 512]) -> bool {
     (0..4).any(|i| sector0.get(446 + i * 16 + 4) == Some(&0xEE))
 }
 
+/// The last sector the protective (0xEE) entry covers: where the backup GPT
+/// header was written, even if the disk has since grown (a VHD rounded up
+/// to its CHS geometry, a copy onto a larger disk).
+pub(super) fn protective_end_lba(sector0: &[u8; 512]) -> Option<u64> {
+    (0..4).find_map(|i| {
+        let e = sector0.get(446 + i * 16..446 + i * 16 + 16)?;
+        if e[4] != 0xEE {
+            return None;
+        }
+        let start = u64::from(u32::from_le_bytes([e[8], e[9], e[10], e[11]]));
+        let sectors = u64::from(u32::from_le_bytes([e[12], e[13], e[14], e[15]]));
+        // 0xFFFFFFFF means "the disk is larger than an MBR can say".
+        (sectors != u64::from(u32::MAX) && sectors > 0).then(|| start + sectors - 1)
+    })
+}
+
 fn read_header(disk: &Source, lba: u64) -> std::result::Result<MBRHeader, mbrman::Error> {
     let win = Window::new(disk.clone(), lba.saturating_mul(SECTOR), SECTOR);
     MBRHeader::read_from(&mut Cursor::new(win))

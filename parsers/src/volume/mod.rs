@@ -142,7 +142,7 @@ fn scan_table(disk: &Source) -> Result<Table> {
     let protective = boot_signed && mbr::has_protective_entry(&mbr_sector);
 
     if protective || !boot_signed {
-        match gpt::read(disk)? {
+        match gpt::read(disk, mbr::protective_end_lba(&mbr_sector))? {
             Some(table) => return Ok(table),
             None if protective => {
                 return Err(Error::corrupt(

@@ -245,3 +245,22 @@ fn hostile_gpt_entry_size_and_count_fall_back() {
         assert_eq!(t.volumes.len(), 2);
     }
 }
+
+#[test]
+fn backup_gpt_found_through_protective_mbr_on_a_grown_disk() {
+    // Primary header gone and the disk grown by 8 sectors (as a VHD rounds
+    // its size up): the backup is no longer at the last LBA, but the
+    // protective MBR still says where the disk ended.
+    let mut img = real("gpt-disk.img");
+    img[512..1024].fill(0);
+    img.extend_from_slice(&[0u8; 8 * 512]);
+    let t = scan(&src(img)).unwrap();
+    assert!(matches!(
+        t.scheme,
+        Scheme::Gpt {
+            from_backup: true,
+            ..
+        }
+    ));
+    assert_eq!(t.volumes.len(), 2);
+}

@@ -1,0 +1,113 @@
+//! Every generated disk, raw and in every container, mounted with
+//! `restorefs mount` and walked with the standard library: every entry of
+//! every volume must match the reference manifest, field for field.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn fuse_ok() -> bool {
+    let ok = Path::new("/dev/fuse").exists()
+        && Command::new("fusermount3")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            !in_ci(),
+            "/dev/fuse and fusermount3 are needed (apt-get install fuse3)"
+        );
+        eprintln!("SKIPPED: no /dev/fuse or fusermount3");
+    }
+    ok
+}
+
+fn mount(image: &Path, dir: &Path) -> Mounted {
+    let out = Command::new(env!("CARGO_BIN_EXE_restorefs"))
+        .arg("mount")
+        .arg(image)
+        .arg(dir)
+        .output()
+        .expect("run restorefs mount");
+    assert!(
+        out.status.success(),
+        "mount {}: {}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Mounted(dir.to_path_buf())
+}
+
+fn check_mounted(dir: &Path, image: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _m = mount(image, &mnt);
+    for ent in std::fs::read_dir(dir.join("manifest")).unwrap() {
+        let path = ent.unwrap().path();
+        let vol = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let top = if vol == "root" {
+            mnt.clone()
+        } else {
+            mnt.join(&vol)
+        };
+        let got = host_walk(&top);
+        let want = load_manifest(&path);
+        assert_matches(&format!("mount of {}:{vol}", image.display()), &got, &want);
+    }
+}
+
+fn check(name: &str) {
+    if !fuse_ok() {
+        return;
+    }
+    let Some(dir) = generated(name) else { return };
+    check_mounted(&dir, &dir.join("disk.img"));
+    for (file, fmt, opts) in CONTAINERS {
+        check_mounted(&dir, &container(&dir, file, fmt, opts));
+    }
+}
+
+#[test]
+fn gpt_ntfs_ext4_mounted() {
+    check("gpt-ntfs-ext4");
+}
+
+#[test]
+fn mbr_logical_mounted() {
+    check("mbr-logical");
+}
+
+#[test]
+fn bare_ext4_mounted() {
+    check("bare-ext4");
+}
+
+#[test]
+fn gpt_damaged_primary_mounted() {
+    check("gpt-damaged-primary");
+}
+
+#[test]
+fn demo_mounted() {
+    if !fuse_ok() {
+        return;
+    }
+    let dir = repo().join("testimages/demo");
+    check_mounted(&dir, &dir.join("demo.img"));
+}
