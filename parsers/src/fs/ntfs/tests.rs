@@ -391,6 +391,8 @@ struct Item {
     size: u64,
     mode: u32,
     mtime: (i64, u32),
+    atime: (i64, u32),
+    ctime: (i64, u32),
     nlink: u32,
     target: Option<OsString>,
     content: Option<Vec<u8>>,
@@ -427,6 +429,8 @@ fn walk_ours(fs: &dyn FileSystem, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<
                     size: st.size,
                     mode: st.mode,
                     mtime: (st.mtime.secs, st.mtime.nanos),
+                    atime: (st.atime.secs, st.atime.nanos),
+                    ctime: (st.ctime.secs, st.ctime.nanos),
                     nlink: st.nlink,
                     target,
                     content,
@@ -485,6 +489,8 @@ fn walk_mount(root: &Path, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<String,
                     size: md.len(),
                     mode: md.mode() & 0o7777,
                     mtime: (md.mtime(), md.mtime_nsec() as u32),
+                    atime: (md.atime(), md.atime_nsec() as u32),
+                    ctime: (md.ctime(), md.ctime_nsec() as u32),
                     nlink: md.nlink() as u32,
                     target: (kind == FileType::Symlink)
                         .then(|| std::fs::read_link(e.path()).unwrap().into_os_string()),
@@ -509,8 +515,13 @@ fn compare(ours: &BTreeMap<String, Item>, reference: &BTreeMap<String, Item>) {
     for (path, r) in reference {
         let o = &ours[path];
         assert_eq!(
-            (o.kind, o.size, o.mode, o.mtime, o.nlink, &o.target, &o.xattrs),
-            (r.kind, r.size, r.mode, r.mtime, r.nlink, &r.target, &r.xattrs),
+            (o.kind, o.size, o.mode, o.nlink, &o.target, &o.xattrs),
+            (r.kind, r.size, r.mode, r.nlink, &r.target, &r.xattrs),
+            "{path}"
+        );
+        assert_eq!(
+            (o.mtime, o.atime, o.ctime),
+            (r.mtime, r.atime, r.ctime),
             "{path}"
         );
         assert!(o.content == r.content, "{path}: content differs");
