@@ -570,6 +570,10 @@ printf X | dd of=sparse bs=1 seek=5000000 conv=notrunc status=none
 printf tail >> sparse
 mkdir MixedCase
 echo m > MixedCase/File.TXT
+mkdir posix
+echo upper > posix/Case
+echo lower > posix/case
+echo only > posix/Single
 "#;
 
 #[test]
@@ -593,6 +597,18 @@ fn matches_ntfs3g() {
     assert_eq!(
         resolve(&fs, "/ΕΛΛΗΝΙΚΆ/ΑΡΧΕΊΟ").unwrap(),
         resolve(&fs, "/Ελληνικά/αρχείο").unwrap()
+    );
+    // POSIX names that differ only by case are each found exactly; a
+    // third spelling finds one of them.
+    let upper = resolve(&fs, "/posix/Case").unwrap();
+    let lower = resolve(&fs, "/posix/case").unwrap();
+    assert_ne!(upper, lower);
+    assert_eq!(read_all(&fs, upper).unwrap(), b"upper\n");
+    assert_eq!(read_all(&fs, lower).unwrap(), b"lower\n");
+    assert!([upper, lower].contains(&resolve(&fs, "/posix/CASE").unwrap()));
+    assert_eq!(
+        resolve(&fs, "/posix/SINGLE").unwrap(),
+        resolve(&fs, "/posix/Single").unwrap()
     );
     // manyA's runs overflow its record: the comparison above covered a
     // value spread over an attribute list.
