@@ -329,15 +329,16 @@ fn assemble(mut pieces: Vec<Piece>, record: u64) -> Result<Vec<NamedValue>> {
             ));
         }
         let flags = first.flags;
+        let what = if first.name.is_empty() {
+            "data".to_string()
+        } else {
+            format!("stream '{}'", first.name)
+        };
         let refused = if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
-            Some(format!(
-                "file record {record}: encrypted value '{}'",
-                first.name
-            ))
+            Some(format!("file record {record}: encrypted {what}"))
         } else if flags.contains(NtfsAttributeFlags::COMPRESSED) {
             Some(format!(
-                "file record {record}: compressed (LZNT1) value '{}'",
-                first.name
+                "file record {record}: compressed (LZNT1) {what}, not read yet"
             ))
         } else {
             None
