@@ -20,6 +20,8 @@ use crate::{Error, Result};
 const MAX_DEPTH: usize = 32;
 /// Index blocks are 4 KiB in practice; refuse absurd sizes before reading.
 const MAX_INDEX_RECORD: u32 = 64 * 1024;
+/// Most attributes (with attribute-list entries) looked at per directory.
+const MAX_ATTRIBUTES: usize = 1 << 16;
 /// Size of an index entry's fixed header.
 const INDEX_ENTRY_HEADER: usize = 16;
 
@@ -47,9 +49,11 @@ fn with_tree<T: Read + Seek, R>(
 ) -> Result<Option<R>> {
     let mut items = Vec::new();
     let mut iter = file.attributes();
+    let mut seen = 0usize;
     while let Some(item) = iter.next(cur) {
         let item = item.map_err(ntfs_err)?;
-        if items.len() >= 4096 {
+        seen += 1;
+        if seen > MAX_ATTRIBUTES {
             return Err(Error::corrupt("ntfs", 0, "too many attributes"));
         }
         let keep = {
