@@ -9,6 +9,7 @@
 
 mod data;
 mod index;
+mod mft;
 mod names;
 mod record;
 mod reparse;
@@ -27,10 +28,10 @@ use ntfs::{Ntfs, NtfsAttributeType, NtfsError, NtfsFile, NtfsFileFlags};
 
 use self::data::{NamedValue, Stream, Value};
 use self::index::Walk;
+use self::mft::{MftCursor, SplitRecords};
 use self::names::{RawEntry, ROOT_RECORD};
 use self::reparse::{Interix, Target};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat};
-use crate::readat::Cursor;
 use crate::{Error, ReadAt, Result, Source};
 
 /// Decoded nodes kept (stat, data runs): enough for a busy directory walk.
@@ -51,6 +52,7 @@ pub struct NtfsFs {
     warnings: Vec<String>,
     cache: Mutex<LruCache<NodeId, Arc<Node>>>,
     info: OnceLock<FsInfo>,
+    split: SplitRecords,
 }
 
 /// What a node's data reads as.
@@ -88,7 +90,8 @@ impl NtfsFs {
     /// and the root directory's record.
     pub fn open(src: Source) -> Result<Self> {
         let mut warnings = Vec::new();
-        let mut cur = Cursor::new(&src);
+        let no_split = SplitRecords::default();
+        let mut cur = MftCursor::new(&*src, &no_split);
         let mut ntfs = Ntfs::new(&mut cur).map_err(ntfs_err)?;
         if ntfs.size() > src.size() {
             warnings.push(format!(
@@ -106,7 +109,7 @@ impl NtfsFs {
                 false
             }
         };
-        let fs = NtfsFs {
+        let mut fs = NtfsFs {
             src,
             ntfs,
             has_upcase,
@@ -115,18 +118,36 @@ impl NtfsFs {
                 NonZeroUsize::new(CACHE_NODES).unwrap_or(NonZeroUsize::MIN),
             )),
             info: OnceLock::new(),
+            split: SplitRecords::default(),
         };
+        // Record 0 lies in the $MFT's first run, so it reads without help.
+        match fs.mft_stream() {
+            Ok(mft) => fs.split = SplitRecords::new(mft, fs.ntfs.file_record_size()),
+            Err(e) => fs.warnings.push(format!("$MFT data unreadable: {e}")),
+        }
         if fs.stat(ROOT_RECORD)?.kind != FileType::Dir {
             return Err(Error::corrupt("ntfs", 0, "root record is not a directory"));
         }
         Ok(fs)
     }
 
-    fn cursor(&self) -> Cursor<&Source> {
-        Cursor::new(&self.src)
+    fn cursor(&self) -> MftCursor<'_> {
+        MftCursor::new(&*self.src, &self.split)
     }
 
-    fn file<'n>(&'n self, cur: &mut Cursor<&Source>, id: NodeId) -> Result<NtfsFile<'n>> {
+    /// The $MFT's own unnamed data: the map from record numbers to disk.
+    fn mft_stream(&self) -> Result<Stream> {
+        let mut cur = self.cursor();
+        let file = self.file(&mut cur, 0)?;
+        let v = self.values(&mut cur, &file, NtfsAttributeType::Data, Some(""))?;
+        match v.into_iter().next().map(|v| v.value) {
+            Some(Value::Ok(s)) => Ok(s),
+            Some(Value::Refused(why)) => Err(Error::unsupported("ntfs", why)),
+            None => Err(Error::corrupt("ntfs", 0, "$MFT without data")),
+        }
+    }
+
+    fn file<'n>(&'n self, cur: &mut MftCursor<'_>, id: NodeId) -> Result<NtfsFile<'n>> {
         let file = self.ntfs.file(cur, id).map_err(ntfs_err)?;
         if !file.flags().contains(NtfsFileFlags::IN_USE) {
             return Err(Error::NotFound(format!("ntfs file record {id}")));
@@ -152,12 +173,12 @@ impl NtfsFs {
 
     fn values(
         &self,
-        cur: &mut Cursor<&Source>,
+        cur: &mut MftCursor<'_>,
         file: &NtfsFile,
         ty: NtfsAttributeType,
         want: Option<&str>,
     ) -> Result<Vec<NamedValue>> {
-        data::values(&self.ntfs, &*self.src, cur, file, ty, want)
+        data::values(&self.ntfs, cur, file, ty, want)
     }
 
     /// Reads a whole value of at most `max` bytes.
@@ -323,7 +344,7 @@ impl NtfsFs {
     /// mount point, so absolute targets become relative paths climbing to
     /// the volume root (`../..`), which resolve to the same file wherever
     /// the volume is mounted.
-    fn place_target(&self, cur: &mut Cursor<&Source>, file: &NtfsFile, target: Target) -> String {
+    fn place_target(&self, cur: &mut MftCursor<'_>, file: &NtfsFile, target: Target) -> String {
         let Some(parent) = self.parent(cur, file) else {
             return match target {
                 Target::Relative(s) | Target::Foreign(s) => s,
@@ -429,7 +450,7 @@ impl NtfsFs {
     }
 
     /// How many directories lie between the root and directory `dir`.
-    fn depth(&self, cur: &mut Cursor<&Source>, mut dir: u64) -> Option<usize> {
+    fn depth(&self, cur: &mut MftCursor<'_>, mut dir: u64) -> Option<usize> {
         for depth in 0..MAX_PATH_DEPTH {
             if dir == ROOT_RECORD {
                 return Some(depth);
@@ -440,12 +461,12 @@ impl NtfsFs {
         None
     }
 
-    fn parent(&self, cur: &mut Cursor<&Source>, file: &NtfsFile) -> Option<u64> {
+    fn parent(&self, cur: &mut MftCursor<'_>, file: &NtfsFile) -> Option<u64> {
         let name = file.name(cur, None, None)?.ok()?;
         Some(name.parent_directory_reference().file_record_number())
     }
 
-    fn dir_file<'n>(&'n self, cur: &mut Cursor<&Source>, dir: NodeId) -> Result<NtfsFile<'n>> {
+    fn dir_file<'n>(&'n self, cur: &mut MftCursor<'_>, dir: NodeId) -> Result<NtfsFile<'n>> {
         let file = self.file(cur, dir)?;
         if !file.is_directory() {
             return Err(Error::NotADirectory(format!("ntfs file record {dir}")));
