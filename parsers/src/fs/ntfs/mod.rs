@@ -2,10 +2,23 @@
 //!
 //! Node ids are MFT record numbers (root = 5), so hard links are one node.
 //! What the crate does not offer, or does in a way hostile images can
-//! abuse, is done here: data runs are decoded once per node and cached, and
-//! reads go straight to the source ([`data`]); directory trees are walked
-//! with cycle and depth bounds ([`index`]). The view matches ntfs-3g mounted
-//! with `-o ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr`.
+//! abuse, is done here:
+//!
+//! - [`data`]: values (resident, runs, attribute lists) decoded once per
+//!   node and cached; reads go straight to the source, sparse runs and bytes
+//!   past the valid data length read as zeros, compressed and encrypted
+//!   data are refused (Unsupported), never returned raw;
+//! - [`index`]: directory B+ trees walked with cycle and depth bounds;
+//! - [`mft`]: file records split across two $MFT runs read whole;
+//! - [`names`]: the listing rules (metafiles, 8.3 aliases, duplicates);
+//! - [`reparse`]: symlinks and junctions, and ntfs-3g's Interix files;
+//! - [`record`], [`times`]: raw header fields, timestamps.
+//!
+//! The view matches ntfs-3g mounted with
+//! `-o ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr`
+//! (modes 0644/0755/0777, directories with one link, named streams as
+//! `user.*` xattrs), except that reparse points of unknown tags are files
+//! whose reads fail, where ntfs-3g shows a dangling symlink.
 
 mod data;
 mod index;
