@@ -4,15 +4,15 @@
 //! What the crate does not offer, or does in a way hostile images can
 //! abuse, is done here:
 //!
-//! - [`data`]: values (resident, runs, attribute lists) decoded once per
+//! - `data`: values (resident, runs, attribute lists) decoded once per
 //!   node and cached; reads go straight to the source, sparse runs and bytes
 //!   past the valid data length read as zeros, compressed and encrypted
 //!   data are refused (Unsupported), never returned raw;
-//! - [`index`]: directory B+ trees walked with cycle and depth bounds;
-//! - [`mft`]: file records split across two $MFT runs read whole;
-//! - [`names`]: the listing rules (metafiles, 8.3 aliases, duplicates);
-//! - [`reparse`]: symlinks and junctions, and ntfs-3g's Interix files;
-//! - [`record`], [`times`]: raw header fields, timestamps.
+//! - `index`: directory B+ trees walked with cycle and depth bounds;
+//! - `mft`: file records split across two $MFT runs read whole;
+//! - `names`: the listing rules (metafiles, 8.3 aliases, duplicates);
+//! - `reparse`: symlinks and junctions, and ntfs-3g's Interix files;
+//! - `record`, `times`: raw header fields, timestamps.
 //!
 //! The view matches ntfs-3g mounted with
 //! `-o ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr`
