@@ -53,6 +53,8 @@ const CACHE_NODES: usize = 4096;
 const MAX_DIR_ENTRIES: usize = 1 << 22;
 /// Largest named stream returned as an xattr value.
 const MAX_XATTR: u64 = 64 << 20;
+/// Largest file record accepted (real volumes: 1 KiB, or 4 KiB on 4Kn disks).
+const MAX_RECORD: u32 = 64 * 1024;
 /// Deepest directory nesting followed when placing an absolute link.
 const MAX_PATH_DEPTH: usize = 256;
 
@@ -106,6 +108,15 @@ impl NtfsFs {
         let no_split = SplitRecords::default();
         let mut cur = MftCursor::new(&*src, &no_split);
         let mut ntfs = Ntfs::new(&mut cur).map_err(ntfs_err)?;
+        // The crate accepts records of up to 127 clusters (254 MiB) and
+        // allocates one per record read; real volumes use 1 or 4 KiB.
+        if !(1024..=MAX_RECORD).contains(&ntfs.file_record_size()) {
+            return Err(Error::corrupt(
+                "ntfs",
+                0,
+                format!("file record size {}", ntfs.file_record_size()),
+            ));
+        }
         if ntfs.size() > src.size() {
             warnings.push(format!(
                 "volume claims {} bytes but its source has {}",
