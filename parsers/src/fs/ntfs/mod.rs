@@ -51,7 +51,7 @@ use crate::{Error, ReadAt, Result, Source};
 const CACHE_NODES: usize = 4096;
 /// Most entries one directory may list; bounds memory on a corrupt index.
 const MAX_DIR_ENTRIES: usize = 1 << 22;
-/// Largest named stream returned as an xattr value.
+/// Most bytes of named streams returned as xattrs of one node.
 const MAX_XATTR: u64 = 64 << 20;
 /// Largest file record accepted (real volumes: 1 KiB, or 4 KiB on 4Kn disks).
 const MAX_RECORD: u32 = 64 * 1024;
@@ -666,11 +666,14 @@ impl FileSystem for NtfsFs {
         let mut cur = self.cursor();
         let file = self.file(&mut cur, node)?;
         let mut out = Vec::new();
+        // One budget for all streams, so many large ones cannot add up.
+        let mut budget = MAX_XATTR;
         for v in self.values(&mut cur, &file, NtfsAttributeType::Data, None)? {
             if v.name.is_empty() {
                 continue;
             }
-            let bytes = self.read_all(&v, MAX_XATTR, "named stream")?;
+            let bytes = self.read_all(&v, budget, "named streams")?;
+            budget -= bytes.len() as u64;
             out.push((OsString::from(format!("user.{}", v.name)), bytes));
         }
         Ok(out)
