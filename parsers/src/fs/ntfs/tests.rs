@@ -874,3 +874,42 @@ fn testfs1_matches_ntfs3g() {
     compare(&walk_ours(&fs, &none), &walk_mount(&s.mnt, &none));
     s.unmount();
 }
+
+/// Bytes between the valid data length and the data size read as zeros,
+/// whatever the clusters hold: testfs1's 1000-byte file with its
+/// initialized size lowered to 500 in the image.
+#[test]
+fn past_initialized_size_reads_zeros() {
+    let Some(p) = shared("realimages/testfs1") else {
+        return;
+    };
+    let mut image = std::fs::read(p).unwrap();
+    let field = {
+        let fs = open(Arc::new(MemSource(image.clone())) as Source).unwrap();
+        let node = resolve(&fs, "/1000-bytes-file").unwrap();
+        let mut cur = fs.cursor();
+        let file = fs.file(&mut cur, node).unwrap();
+        let data = file
+            .attributes_raw()
+            .map(|a| a.unwrap())
+            .find(|a| a.ty().ok() == Some(NtfsAttributeType::Data))
+            .unwrap();
+        assert!(!data.is_resident());
+        data.position().value().unwrap().get() as usize + 0x38
+    };
+    // The field must not hold a sector's update-sequence bytes.
+    assert!(field % 512 <= 510 - 8);
+    assert_eq!(image[field..field + 8], 1000u64.to_le_bytes());
+    image[field..field + 8].copy_from_slice(&500u64.to_le_bytes());
+    let fs = open(Arc::new(MemSource(image)) as Source).unwrap();
+    let node = resolve(&fs, "/1000-bytes-file").unwrap();
+    assert_eq!(fs.stat(node).unwrap().size, 1000);
+    let data = read_all(&fs, node).unwrap();
+    assert_eq!(data.len(), 1000);
+    assert_eq!(data[..500], b"12345".repeat(100)[..]);
+    assert!(data[500..].iter().all(|&b| b == 0));
+    // A read that starts past the valid length too.
+    let mut buf = [0xffu8; 10];
+    assert_eq!(fs.read(node, 995, &mut buf).unwrap(), 5);
+    assert_eq!(buf[..5], [0; 5]);
+}
