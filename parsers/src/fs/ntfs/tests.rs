@@ -599,6 +599,7 @@ fn matches_ntfs3g() {
     let ours = walk_ours(&fs, &none);
     compare(&ours, &reference);
     assert!(ours.len() > 2000);
+    assert_space(&fs, &s.mnt);
 
     // Lookups are case-insensitive, as on Windows.
     let a = resolve(&fs, "/MixedCase/File.TXT").unwrap();
@@ -853,6 +854,23 @@ fn windows_image_matches_ntfs3g() {
     s.unmount();
 }
 
+/// Checks total and free bytes against the mount's statfs.
+fn assert_space(fs: &NtfsFs, mnt: &Path) {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%b %f %S"])
+        .arg(mnt)
+        .output()
+        .unwrap();
+    let v: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let info = fs.info();
+    assert_eq!(u64::from(info.block_size), v[2]);
+    assert_eq!(info.total_bytes / v[2], v[0], "total clusters");
+    assert_eq!(info.free_bytes, v[1] * v[2], "free bytes");
+}
+
 /// The third-party image, node by node, against ntfs-3g.
 #[test]
 fn testfs1_matches_ntfs3g() {
@@ -872,6 +890,7 @@ fn testfs1_matches_ntfs3g() {
     let fs = open(Arc::new(FileSource::open(&s.image()).unwrap()) as Source).unwrap();
     let none = |_: &str| false;
     compare(&walk_ours(&fs, &none), &walk_mount(&s.mnt, &none));
+    assert_space(&fs, &s.mnt);
     s.unmount();
 }
 
