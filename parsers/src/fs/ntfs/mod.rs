@@ -330,7 +330,8 @@ impl NtfsFs {
                 (len, 0o777, Content::Refused(why))
             }
             FileType::File => (size, 0o644, content),
-            _ => (0, 0o644, Content::Data(Stream::Resident(Vec::new()))),
+            // Devices, FIFOs, sockets: ntfs-3g shows the Interix data size.
+            _ => (size, 0o644, Content::Data(Stream::Resident(Vec::new()))),
         };
         let stat = Stat {
             node: id,

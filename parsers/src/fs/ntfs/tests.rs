@@ -335,6 +335,7 @@ fn have_tools() -> bool {
         "fusermount",
         "losetup",
         "gzip",
+        "python3",
     ];
     let missing: Vec<_> = tools
         .iter()
@@ -401,6 +402,7 @@ struct Item {
     atime: (i64, u32),
     ctime: (i64, u32),
     nlink: u32,
+    rdev: u64,
     target: Option<OsString>,
     content: Option<Vec<u8>>,
     xattrs: Vec<(OsString, Vec<u8>)>,
@@ -426,7 +428,11 @@ fn walk_ours(fs: &dyn FileSystem, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<
                 None
             };
             let target = (st.kind == FileType::Symlink).then(|| fs.read_link(e.node).unwrap());
-            let mut xattrs = fs.xattrs(e.node).unwrap();
+            let mut xattrs = if matches!(st.kind, FileType::File | FileType::Dir) {
+                fs.xattrs(e.node).unwrap()
+            } else {
+                Vec::new()
+            };
             xattrs.sort();
             if st.kind == FileType::Dir {
                 todo.push((e.node, p.clone()));
@@ -441,6 +447,7 @@ fn walk_ours(fs: &dyn FileSystem, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<
                     atime: (st.atime.secs, st.atime.nanos),
                     ctime: (st.ctime.secs, st.ctime.nanos),
                     nlink: st.nlink,
+                    rdev: st.rdev,
                     target,
                     content,
                     xattrs,
@@ -481,10 +488,19 @@ fn walk_mount(root: &Path, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<String,
             let p = format!("{path}/{}", e.file_name().to_string_lossy());
             let md = std::fs::symlink_metadata(e.path()).unwrap();
             let ft = md.file_type();
+            use std::os::unix::fs::FileTypeExt;
             let kind = if ft.is_dir() {
                 FileType::Dir
             } else if ft.is_symlink() {
                 FileType::Symlink
+            } else if ft.is_fifo() {
+                FileType::Fifo
+            } else if ft.is_socket() {
+                FileType::Socket
+            } else if ft.is_char_device() {
+                FileType::CharDevice
+            } else if ft.is_block_device() {
+                FileType::BlockDevice
             } else {
                 FileType::File
             };
@@ -501,14 +517,15 @@ fn walk_mount(root: &Path, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<String,
                     atime: (md.atime(), md.atime_nsec() as u32),
                     ctime: (md.ctime(), md.ctime_nsec() as u32),
                     nlink: md.nlink() as u32,
+                    rdev: md.rdev(),
                     target: (kind == FileType::Symlink)
                         .then(|| std::fs::read_link(e.path()).unwrap().into_os_string()),
                     content: (kind == FileType::File && !skip_data(&p))
                         .then(|| std::fs::read(e.path()).unwrap()),
-                    xattrs: if kind == FileType::Symlink {
-                        Vec::new()
-                    } else {
+                    xattrs: if kind == FileType::File || kind == FileType::Dir {
                         xattrs_of(&e.path())
+                    } else {
+                        Vec::new()
                     },
                 },
             );
@@ -524,8 +541,8 @@ fn compare(ours: &BTreeMap<String, Item>, reference: &BTreeMap<String, Item>) {
     for (path, r) in reference {
         let o = &ours[path];
         assert_eq!(
-            (o.kind, o.size, o.mode, o.nlink, &o.target, &o.xattrs),
-            (r.kind, r.size, r.mode, r.nlink, &r.target, &r.xattrs),
+            (o.kind, o.size, o.mode, o.nlink, o.rdev, &o.target, &o.xattrs),
+            (r.kind, r.size, r.mode, r.nlink, r.rdev, &r.target, &r.xattrs),
             "{path}"
         );
         assert_eq!(
@@ -579,6 +596,10 @@ printf X | dd of=sparse bs=1 seek=5000000 conv=notrunc status=none
 printf tail >> sparse
 mkdir MixedCase
 echo m > MixedCase/File.TXT
+mkfifo fifo
+mknod chr c 1 3
+mknod blk b 7 0
+python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('sock')"
 mkdir posix
 echo upper > posix/Case
 echo lower > posix/case
