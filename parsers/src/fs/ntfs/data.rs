@@ -146,7 +146,6 @@ struct Piece {
 
 fn piece<T: Read + Seek>(
     ntfs: &Ntfs,
-    src: &dyn ReadAt,
     cur: &mut T,
     file: &NtfsFile,
     attr: &NtfsAttribute,
@@ -176,7 +175,7 @@ fn piece<T: Read + Seek>(
             allocated: (len + 7) & !7,
         });
     }
-    let raw = RawRecord::read(src, file, ntfs.file_record_size())?;
+    let raw = RawRecord::read(cur, file, ntfs.file_record_size())?;
     let hdr = raw.header(attr)?;
     let lowest_vcn = hdr.lowest_vcn()?;
     let (size, init, mut allocated) = (
@@ -235,7 +234,6 @@ fn piece<T: Read + Seek>(
 /// come back whole.
 pub(crate) fn values<T: Read + Seek>(
     ntfs: &Ntfs,
-    src: &dyn ReadAt,
     cur: &mut T,
     file: &NtfsFile,
     ty: NtfsAttributeType,
@@ -253,20 +251,19 @@ pub(crate) fn values<T: Read + Seek>(
                         continue;
                     }
                 }
-                pieces.push(piece(ntfs, src, cur, file, &attr)?);
+                pieces.push(piece(ntfs, cur, file, &attr)?);
             }
             _ => {}
         }
     }
     if has_list {
-        pieces = list_pieces(ntfs, src, cur, file, ty, want)?;
+        pieces = list_pieces(ntfs, cur, file, ty, want)?;
     }
     assemble(pieces, file.file_record_number())
 }
 
 fn list_pieces<T: Read + Seek>(
     ntfs: &Ntfs,
-    src: &dyn ReadAt,
     cur: &mut T,
     file: &NtfsFile,
     ty: NtfsAttributeType,
@@ -300,11 +297,11 @@ fn list_pieces<T: Read + Seek>(
         let rec = entry.base_file_reference().file_record_number();
         let p = if rec == file.file_record_number() {
             let attr = entry.to_attribute(file).map_err(ntfs_err)?;
-            piece(ntfs, src, cur, file, &attr)?
+            piece(ntfs, cur, file, &attr)?
         } else {
             let other = entry.to_file(ntfs, cur).map_err(ntfs_err)?;
             let attr = entry.to_attribute(&other).map_err(ntfs_err)?;
-            piece(ntfs, src, cur, &other, &attr)?
+            piece(ntfs, cur, &other, &attr)?
         };
         pieces.push(p);
     }
@@ -329,15 +326,16 @@ fn assemble(mut pieces: Vec<Piece>, record: u64) -> Result<Vec<NamedValue>> {
             ));
         }
         let flags = first.flags;
+        let what = if first.name.is_empty() {
+            "data".to_string()
+        } else {
+            format!("stream '{}'", first.name)
+        };
         let refused = if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
-            Some(format!(
-                "file record {record}: encrypted value '{}'",
-                first.name
-            ))
+            Some(format!("file record {record}: encrypted {what}"))
         } else if flags.contains(NtfsAttributeFlags::COMPRESSED) {
             Some(format!(
-                "file record {record}: compressed (LZNT1) value '{}'",
-                first.name
+                "file record {record}: compressed (LZNT1) {what}, not read yet"
             ))
         } else {
             None

@@ -20,6 +20,8 @@ use crate::{Error, Result};
 const MAX_DEPTH: usize = 32;
 /// Index blocks are 4 KiB in practice; refuse absurd sizes before reading.
 const MAX_INDEX_RECORD: u32 = 64 * 1024;
+/// Most attributes (with attribute-list entries) looked at per directory.
+const MAX_ATTRIBUTES: usize = 1 << 16;
 /// Size of an index entry's fixed header.
 const INDEX_ENTRY_HEADER: usize = 16;
 
@@ -47,9 +49,11 @@ fn with_tree<T: Read + Seek, R>(
 ) -> Result<Option<R>> {
     let mut items = Vec::new();
     let mut iter = file.attributes();
+    let mut seen = 0usize;
     while let Some(item) = iter.next(cur) {
         let item = item.map_err(ntfs_err)?;
-        if items.len() >= 4096 {
+        seen += 1;
+        if seen > MAX_ATTRIBUTES {
             return Err(Error::corrupt("ntfs", 0, "too many attributes"));
         }
         let keep = {
@@ -102,7 +106,7 @@ fn with_tree<T: Read + Seek, R>(
         record_size,
         visited: HashSet::new(),
     };
-    let entries = root.entries::<NtfsFileNameIndex>().map_err(ntfs_err)?;
+    let entries = guarded(|| root.entries::<NtfsFileNameIndex>())?;
     f(&mut tree, entries, cur).map(Some)
 }
 
@@ -121,7 +125,7 @@ impl Tree<'_, '_> {
             if let Some(vcn) = entry.subnode_vcn() {
                 let vcn = vcn.map_err(ntfs_err)?;
                 let record = self.subnode(cur, vcn, depth)?;
-                let sub = record.entries::<NtfsFileNameIndex>().map_err(ntfs_err)?;
+                let sub = guarded(|| record.entries::<NtfsFileNameIndex>())?;
                 if let Walk::Stop = self.walk(cur, sub, depth + 1, visit)? {
                     return Ok(Walk::Stop);
                 }
@@ -194,7 +198,7 @@ impl Tree<'_, '_> {
                     Some(vcn) => {
                         let vcn = vcn.map_err(ntfs_err)?;
                         let record = self.subnode(cur, vcn, depth)?;
-                        let sub = record.entries::<NtfsFileNameIndex>().map_err(ntfs_err)?;
+                        let sub = guarded(|| record.entries::<NtfsFileNameIndex>())?;
                         self.find(cur, sub, depth + 1, cmp)
                     }
                     None => Ok(None),
@@ -208,22 +212,36 @@ impl Tree<'_, '_> {
     }
 }
 
-/// The next entry of an index node, checked to be at least a header long.
+/// Runs one `ntfs` 0.4 call that panics on some corrupt index nodes, where
+/// the value it trusts is one the crate does not let us read beforehand:
 ///
-/// `ntfs` 0.4 accepts an entry whose length field is below the 16-byte
-/// header and then indexes past the entry's end inside the same `next` call
-/// (`NtfsIndexEntry::flags`), so nothing can be checked before that call.
-/// It is the one call we wrap in `catch_unwind`: the panic is a bounds check
-/// on a byte slice, leaving no shared state behind.
+/// - `NtfsIndexRoot::entries` and `NtfsIndexRecord::entries` slice the node
+///   with its entries offset unchecked against the used size or the node's
+///   length (the offset has no public accessor);
+/// - `NtfsIndexNodeEntries::next` accepts an entry whose length field is
+///   below the 16-byte header, then reads its flags past the entry's end.
+///
+/// Each panic is a bounds check on a byte slice owned by the call, so no
+/// shared state is left half-changed; we turn it into a Corrupt error.
+fn guarded<R>(f: impl FnOnce() -> std::result::Result<R, ntfs::NtfsError>) -> Result<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(ntfs_err),
+        Err(_) => Err(Error::corrupt(
+            "ntfs",
+            0,
+            "index node with entries outside its bounds",
+        )),
+    }
+}
+
+/// The next entry of an index node, checked to be at least a header long.
 fn next_entry<'s>(
     entries: &mut NtfsIndexNodeEntries<'s, NtfsFileNameIndex>,
 ) -> Result<Option<Entry<'s>>> {
-    let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entries.next()))
-        .map_err(|_| Error::corrupt("ntfs", 0, "index entry shorter than its header"))?;
+    let next = guarded(|| entries.next().transpose())?;
     let Some(entry) = next else {
         return Ok(None);
     };
-    let entry = entry.map_err(ntfs_err)?;
     // `next` read the flags at byte 12, so the length field (bytes 8..10)
     // is in bounds; below 16 the other accessors would index past the end.
     if usize::from(entry.index_entry_length()) < INDEX_ENTRY_HEADER {

@@ -2,13 +2,27 @@
 //!
 //! Node ids are MFT record numbers (root = 5), so hard links are one node.
 //! What the crate does not offer, or does in a way hostile images can
-//! abuse, is done here: data runs are decoded once per node and cached, and
-//! reads go straight to the source ([`data`]); directory trees are walked
-//! with cycle and depth bounds ([`index`]). The view matches ntfs-3g mounted
-//! with `-o ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr`.
+//! abuse, is done here:
+//!
+//! - `data`: values (resident, runs, attribute lists) decoded once per
+//!   node and cached; reads go straight to the source, sparse runs and bytes
+//!   past the valid data length read as zeros, compressed and encrypted
+//!   data are refused (Unsupported), never returned raw;
+//! - `index`: directory B+ trees walked with cycle and depth bounds;
+//! - `mft`: file records split across two $MFT runs read whole;
+//! - `names`: the listing rules (metafiles, 8.3 aliases, duplicates);
+//! - `reparse`: symlinks and junctions, and ntfs-3g's Interix files;
+//! - `record`, `times`: raw header fields, timestamps.
+//!
+//! The view matches ntfs-3g mounted with
+//! `-o ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr`
+//! (modes 0644/0755/0777, directories with one link, named streams as
+//! `user.*` xattrs), except that reparse points of unknown tags are files
+//! whose reads fail, where ntfs-3g shows a dangling symlink.
 
 mod data;
 mod index;
+mod mft;
 mod names;
 mod record;
 mod reparse;
@@ -27,18 +41,20 @@ use ntfs::{Ntfs, NtfsAttributeType, NtfsError, NtfsFile, NtfsFileFlags};
 
 use self::data::{NamedValue, Stream, Value};
 use self::index::Walk;
+use self::mft::{MftCursor, SplitRecords};
 use self::names::{RawEntry, ROOT_RECORD};
 use self::reparse::{Interix, Target};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat};
-use crate::readat::Cursor;
 use crate::{Error, ReadAt, Result, Source};
 
 /// Decoded nodes kept (stat, data runs): enough for a busy directory walk.
 const CACHE_NODES: usize = 4096;
 /// Most entries one directory may list; bounds memory on a corrupt index.
 const MAX_DIR_ENTRIES: usize = 1 << 22;
-/// Largest named stream returned as an xattr value.
+/// Most bytes of named streams returned as xattrs of one node.
 const MAX_XATTR: u64 = 64 << 20;
+/// Largest file record accepted (real volumes: 1 KiB, or 4 KiB on 4Kn disks).
+const MAX_RECORD: u32 = 64 * 1024;
 /// Deepest directory nesting followed when placing an absolute link.
 const MAX_PATH_DEPTH: usize = 256;
 
@@ -51,6 +67,7 @@ pub struct NtfsFs {
     warnings: Vec<String>,
     cache: Mutex<LruCache<NodeId, Arc<Node>>>,
     info: OnceLock<FsInfo>,
+    split: SplitRecords,
 }
 
 /// What a node's data reads as.
@@ -88,8 +105,18 @@ impl NtfsFs {
     /// and the root directory's record.
     pub fn open(src: Source) -> Result<Self> {
         let mut warnings = Vec::new();
-        let mut cur = Cursor::new(&src);
+        let no_split = SplitRecords::default();
+        let mut cur = MftCursor::new(&*src, &no_split);
         let mut ntfs = Ntfs::new(&mut cur).map_err(ntfs_err)?;
+        // The crate accepts records of up to 127 clusters (254 MiB) and
+        // allocates one per record read; real volumes use 1 or 4 KiB.
+        if !(1024..=MAX_RECORD).contains(&ntfs.file_record_size()) {
+            return Err(Error::corrupt(
+                "ntfs",
+                0,
+                format!("file record size {}", ntfs.file_record_size()),
+            ));
+        }
         if ntfs.size() > src.size() {
             warnings.push(format!(
                 "volume claims {} bytes but its source has {}",
@@ -106,7 +133,7 @@ impl NtfsFs {
                 false
             }
         };
-        let fs = NtfsFs {
+        let mut fs = NtfsFs {
             src,
             ntfs,
             has_upcase,
@@ -115,18 +142,36 @@ impl NtfsFs {
                 NonZeroUsize::new(CACHE_NODES).unwrap_or(NonZeroUsize::MIN),
             )),
             info: OnceLock::new(),
+            split: SplitRecords::default(),
         };
+        // Record 0 lies in the $MFT's first run, so it reads without help.
+        match fs.mft_stream() {
+            Ok(mft) => fs.split = SplitRecords::new(mft, fs.ntfs.file_record_size()),
+            Err(e) => fs.warnings.push(format!("$MFT data unreadable: {e}")),
+        }
         if fs.stat(ROOT_RECORD)?.kind != FileType::Dir {
             return Err(Error::corrupt("ntfs", 0, "root record is not a directory"));
         }
         Ok(fs)
     }
 
-    fn cursor(&self) -> Cursor<&Source> {
-        Cursor::new(&self.src)
+    fn cursor(&self) -> MftCursor<'_> {
+        MftCursor::new(&*self.src, &self.split)
     }
 
-    fn file<'n>(&'n self, cur: &mut Cursor<&Source>, id: NodeId) -> Result<NtfsFile<'n>> {
+    /// The $MFT's own unnamed data: the map from record numbers to disk.
+    fn mft_stream(&self) -> Result<Stream> {
+        let mut cur = self.cursor();
+        let file = self.file(&mut cur, 0)?;
+        let v = self.values(&mut cur, &file, NtfsAttributeType::Data, Some(""))?;
+        match v.into_iter().next().map(|v| v.value) {
+            Some(Value::Ok(s)) => Ok(s),
+            Some(Value::Refused(why)) => Err(Error::unsupported("ntfs", why)),
+            None => Err(Error::corrupt("ntfs", 0, "$MFT without data")),
+        }
+    }
+
+    fn file<'n>(&'n self, cur: &mut MftCursor<'_>, id: NodeId) -> Result<NtfsFile<'n>> {
         let file = self.ntfs.file(cur, id).map_err(ntfs_err)?;
         if !file.flags().contains(NtfsFileFlags::IN_USE) {
             return Err(Error::NotFound(format!("ntfs file record {id}")));
@@ -152,12 +197,12 @@ impl NtfsFs {
 
     fn values(
         &self,
-        cur: &mut Cursor<&Source>,
+        cur: &mut MftCursor<'_>,
         file: &NtfsFile,
         ty: NtfsAttributeType,
         want: Option<&str>,
     ) -> Result<Vec<NamedValue>> {
-        data::values(&self.ntfs, &*self.src, cur, file, ty, want)
+        data::values(&self.ntfs, cur, file, ty, want)
     }
 
     /// Reads a whole value of at most `max` bytes.
@@ -285,7 +330,8 @@ impl NtfsFs {
                 (len, 0o777, Content::Refused(why))
             }
             FileType::File => (size, 0o644, content),
-            _ => (0, 0o644, Content::Data(Stream::Resident(Vec::new()))),
+            // Devices, FIFOs, sockets: ntfs-3g shows the Interix data size.
+            _ => (size, 0o644, Content::Data(Stream::Resident(Vec::new()))),
         };
         let stat = Stat {
             node: id,
@@ -323,7 +369,7 @@ impl NtfsFs {
     /// mount point, so absolute targets become relative paths climbing to
     /// the volume root (`../..`), which resolve to the same file wherever
     /// the volume is mounted.
-    fn place_target(&self, cur: &mut Cursor<&Source>, file: &NtfsFile, target: Target) -> String {
+    fn place_target(&self, cur: &mut MftCursor<'_>, file: &NtfsFile, target: Target) -> String {
         let Some(parent) = self.parent(cur, file) else {
             return match target {
                 Target::Relative(s) | Target::Foreign(s) => s,
@@ -429,7 +475,7 @@ impl NtfsFs {
     }
 
     /// How many directories lie between the root and directory `dir`.
-    fn depth(&self, cur: &mut Cursor<&Source>, mut dir: u64) -> Option<usize> {
+    fn depth(&self, cur: &mut MftCursor<'_>, mut dir: u64) -> Option<usize> {
         for depth in 0..MAX_PATH_DEPTH {
             if dir == ROOT_RECORD {
                 return Some(depth);
@@ -440,12 +486,12 @@ impl NtfsFs {
         None
     }
 
-    fn parent(&self, cur: &mut Cursor<&Source>, file: &NtfsFile) -> Option<u64> {
+    fn parent(&self, cur: &mut MftCursor<'_>, file: &NtfsFile) -> Option<u64> {
         let name = file.name(cur, None, None)?.ok()?;
         Some(name.parent_directory_reference().file_record_number())
     }
 
-    fn dir_file<'n>(&'n self, cur: &mut Cursor<&Source>, dir: NodeId) -> Result<NtfsFile<'n>> {
+    fn dir_file<'n>(&'n self, cur: &mut MftCursor<'_>, dir: NodeId) -> Result<NtfsFile<'n>> {
         let file = self.file(cur, dir)?;
         if !file.is_directory() {
             return Err(Error::NotADirectory(format!("ntfs file record {dir}")));
@@ -621,11 +667,14 @@ impl FileSystem for NtfsFs {
         let mut cur = self.cursor();
         let file = self.file(&mut cur, node)?;
         let mut out = Vec::new();
+        // One budget for all streams, so many large ones cannot add up.
+        let mut budget = MAX_XATTR;
         for v in self.values(&mut cur, &file, NtfsAttributeType::Data, None)? {
             if v.name.is_empty() {
                 continue;
             }
-            let bytes = self.read_all(&v, MAX_XATTR, "named stream")?;
+            let bytes = self.read_all(&v, budget, "named streams")?;
+            budget -= bytes.len() as u64;
             out.push((OsString::from(format!("user.{}", v.name)), bytes));
         }
         Ok(out)

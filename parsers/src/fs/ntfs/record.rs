@@ -4,7 +4,9 @@
 
 use ntfs::{NtfsAttribute, NtfsFile};
 
-use crate::{Error, ReadAt, Result};
+use std::io::{Read, Seek, SeekFrom};
+
+use crate::{Error, Result};
 
 /// Sectors of a multi-sector record are protected in 512-byte strides,
 /// whatever the volume's sector size.
@@ -17,8 +19,9 @@ pub(crate) struct RawRecord {
 }
 
 impl RawRecord {
-    /// Reads and fixes up the record `file` was made from.
-    pub(crate) fn read(src: &dyn ReadAt, file: &NtfsFile, size: u32) -> Result<Self> {
+    /// Reads and fixes up the record `file` was made from, through the
+    /// same cursor the crate reads with (which gathers split records).
+    pub(crate) fn read<T: Read + Seek>(cur: &mut T, file: &NtfsFile, size: u32) -> Result<Self> {
         let pos = file
             .position()
             .value()
@@ -26,7 +29,8 @@ impl RawRecord {
             .get();
         // The crate bounds the record size when it opens the volume.
         let mut bytes = vec![0u8; size as usize];
-        src.read_exact_at(pos, &mut bytes)
+        cur.seek(SeekFrom::Start(pos))
+            .and_then(|_| cur.read_exact(&mut bytes))
             .map_err(|e| Error::io("ntfs", pos, e))?;
         let usa_ofs = le16(&bytes, 4).unwrap_or(0) as usize;
         let usa_count = le16(&bytes, 6).unwrap_or(0) as usize;
