@@ -458,7 +458,10 @@ fn mount_unmount_lifecycle() {
     // The kernel answers ECONNABORTED while it tears the connection down
     // and ENOTCONN after; both say the server is gone.
     assert!(
-        matches!(err.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)),
+        matches!(
+            err.raw_os_error(),
+            Some(libc::ENOTCONN | libc::ECONNABORTED)
+        ),
         "{err}"
     );
     unmount(&mnt);

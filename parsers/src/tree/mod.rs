@@ -76,13 +76,27 @@ pub struct RestoreTree {
     /// True when the disk is one filesystem with no table: the root is its
     /// root directory.
     pub bare: bool,
+    /// Times shown for the synthetic root and raw volume files: the image
+    /// file's modification time, so `ls -l` says when the backup was taken.
+    pub image_time: Timespec,
 }
 
 impl RestoreTree {
     /// Opens the image at `path` and everything inside it.
     pub fn open(path: &Path) -> Result<RestoreTree> {
         let image = image::open(path)?;
-        Self::from_image(image)
+        let mut tree = Self::from_image(image)?;
+        if let Some(t) = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        {
+            tree.image_time = Timespec {
+                secs: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+                nanos: t.subsec_nanos(),
+            };
+        }
+        Ok(tree)
     }
 
     /// Reads the partition table and filesystems of an opened image.
@@ -100,6 +114,7 @@ impl RestoreTree {
             table,
             volumes,
             bare,
+            image_time: Timespec::default(),
         })
     }
 
@@ -188,12 +203,14 @@ impl RestoreTree {
     pub fn stat(&self, node: Node) -> Result<Stat> {
         match node {
             Node::Root => Ok(synthetic_stat(
+                self.image_time,
                 FileType::Dir,
                 0,
                 0o555,
                 2 + self.volumes.len() as u32,
             )),
             Node::Raw(v) => Ok(synthetic_stat(
+                self.image_time,
                 FileType::File,
                 self.volumes.get(v).map_or(0, |vol| vol.source.size()),
                 0o444,
@@ -266,7 +283,7 @@ fn volumes_readable(volumes: &[TreeVolume]) -> bool {
     volumes.first().is_some_and(|v| v.fs().is_some())
 }
 
-fn synthetic_stat(kind: FileType, size: u64, mode: u32, nlink: u32) -> Stat {
+fn synthetic_stat(time: Timespec, kind: FileType, size: u64, mode: u32, nlink: u32) -> Stat {
     Stat {
         node: 0,
         kind,
@@ -277,9 +294,9 @@ fn synthetic_stat(kind: FileType, size: u64, mode: u32, nlink: u32) -> Stat {
         nlink,
         rdev: 0,
         allocated: size,
-        atime: Timespec::default(),
-        mtime: Timespec::default(),
-        ctime: Timespec::default(),
+        atime: time,
+        mtime: time,
+        ctime: time,
         crtime: None,
     }
 }
