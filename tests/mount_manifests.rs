@@ -53,8 +53,8 @@ fn mount(image: &Path, dir: &Path) -> Mounted {
     Mounted(dir.to_path_buf())
 }
 
-fn check_mounted(dir: &Path, image: &Path) {
-    let tmp = tempfile::tempdir().unwrap();
+fn check_mounted(dir: &Path, image: &Path, rsync: bool) {
+    let tmp = scratch_dir();
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let _m = mount(image, &mnt);
@@ -69,6 +69,19 @@ fn check_mounted(dir: &Path, image: &Path) {
         let got = host_walk(&top);
         let want = load_manifest(&path);
         assert_matches(&format!("mount of {}:{vol}", image.display()), &got, &want);
+        if rsync {
+            // What users do with a mount: rsync it out, keeping hard links
+            // and xattrs.
+            let out = tmp.path().join(format!("rsync-{vol}"));
+            let st = Command::new("rsync")
+                .arg("-aHX")
+                .arg(format!("{}/", top.display()))
+                .arg(&out)
+                .status()
+                .expect("rsync (apt-get install rsync)");
+            assert!(st.success(), "rsync -aHX of {vol}");
+            assert_copy_matches(&format!("rsync of {}:{vol}", image.display()), &out, &path);
+        }
     }
 }
 
@@ -77,9 +90,9 @@ fn check(name: &str) {
         return;
     }
     let Some(dir) = generated(name) else { return };
-    check_mounted(&dir, &dir.join("disk.img"));
+    check_mounted(&dir, &dir.join("disk.img"), true);
     for (file, fmt, opts) in CONTAINERS {
-        check_mounted(&dir, &container(&dir, file, fmt, opts));
+        check_mounted(&dir, &container(&dir, file, fmt, opts), false);
     }
 }
 
@@ -109,5 +122,5 @@ fn demo_mounted() {
         return;
     }
     let dir = repo().join("testimages/demo");
-    check_mounted(&dir, &dir.join("demo.img"));
+    check_mounted(&dir, &dir.join("demo.img"), true);
 }

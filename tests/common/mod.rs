@@ -175,6 +175,34 @@ pub fn sha256_of(tree: &RestoreTree, node: Node, size: u64, path: &str) -> Strin
     hex(&h.finalize())
 }
 
+fn clip(s: &str) -> String {
+    if s.len() <= 400 {
+        return s.to_string();
+    }
+    let mut end = 400;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len())
+}
+
+/// A scratch directory for copies out of an image: on tmpfs where there is
+/// one, because it takes xattr values as large as NTFS streams (ext4 limits
+/// a value to one block), so what a copy keeps is limited by the copy and
+/// not by the host filesystem.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("restorefs-test.")
+            .tempdir_in(shm)
+        {
+            return d;
+        }
+    }
+    tempfile::tempdir().expect("temp dir")
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -186,7 +214,11 @@ pub fn assert_matches(what: &str, got: &BTreeMap<String, Value>, want: &BTreeMap
     for (p, w) in want {
         match got.get(p) {
             None => diffs.push(format!("missing: {p}")),
-            Some(g) if g != w => diffs.push(format!("differs: {p}\n   want {w}\n    got {g}")),
+            Some(g) if g != w => diffs.push(format!(
+                "differs: {p}\n   want {}\n    got {}",
+                clip(&w.to_string()),
+                clip(&g.to_string())
+            )),
             _ => {}
         }
     }
@@ -377,4 +409,39 @@ pub fn container(dir: &Path, file: &str, fmt: &str, opts: &str) -> PathBuf {
         std::fs::rename(&tmp, &out).unwrap();
     }
     out
+}
+
+/// A copy on the host (by `restorefs cp`, rsync, ...) against a manifest:
+/// everything a copy can keep (type, size, content, target, mode, mtime,
+/// hard-link groups, xattrs); owners and link counts are the host's.
+pub fn assert_copy_matches(what: &str, dest: &Path, manifest: &Path) {
+    let fields = [
+        "type",
+        "size",
+        "sha256",
+        "target",
+        "mode",
+        "mtime_ns",
+        "link_group",
+        "xattrs",
+    ];
+    let pick = |v: &Value| -> Value {
+        let mut o = serde_json::Map::new();
+        for f in fields {
+            // Directory sizes are the host's own business.
+            if v.get(f).is_some() && !(f == "size" && v["type"] == "dir") {
+                o.insert(f.to_string(), v[f].clone());
+            }
+        }
+        Value::Object(o)
+    };
+    let want: BTreeMap<String, Value> = load_manifest(manifest)
+        .into_iter()
+        .map(|(k, v)| (k, pick(&v)))
+        .collect();
+    let got: BTreeMap<String, Value> = host_walk(dest)
+        .into_iter()
+        .map(|(k, v)| (k, pick(&v)))
+        .collect();
+    assert_matches(what, &got, &want);
 }

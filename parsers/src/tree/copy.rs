@@ -113,6 +113,7 @@ fn copy_node(
                 }
                 copy_out(tree, e.node, &child_src, &dest.join(&safe), opts, report);
             }
+            copy_xattrs(tree, node, src_path, dest, report);
             set_meta(dest, &st, true)?;
         }
         FileType::File => {
@@ -120,6 +121,7 @@ fn copy_node(
             let written = write_file(tree, node, &st, dest, opts)?;
             report.bytes += written;
             report.files += 1;
+            copy_xattrs(tree, node, src_path, dest, report);
             set_meta(dest, &st, true)?;
             if st.nlink > 1 {
                 report.links.insert(node, dest.to_path_buf());
@@ -130,6 +132,7 @@ fn copy_node(
             prepare(dest, opts.force, false)?;
             symlink(&target, dest)?;
             report.symlinks += 1;
+            copy_xattrs(tree, node, src_path, dest, report);
             set_meta(dest, &st, false)?;
         }
         FileType::Fifo => {
@@ -146,6 +149,53 @@ fn copy_node(
             .push((src_path.into(), format!("{} not copied", other.name()))),
     }
     Ok(())
+}
+
+/// Copies extended attributes (NTFS streams arrive as `user.*`). A host
+/// that refuses one (no xattr support, `trusted.*` without root) is noted,
+/// not a failure: the file's bytes are what was asked for.
+fn copy_xattrs(
+    tree: &RestoreTree,
+    node: Node,
+    src_path: &str,
+    dest: &Path,
+    report: &mut CopyReport,
+) {
+    let xattrs = match tree.xattrs(node) {
+        Ok(x) => x,
+        Err(e) => {
+            report
+                .failed
+                .push((src_path.to_string(), format!("extended attributes: {e}")));
+            return;
+        }
+    };
+    let Ok(path) = cstr(dest) else { return };
+    for (name, value) in xattrs {
+        let Ok(cname) = CString::new(name.as_bytes()) else {
+            continue;
+        };
+        // SAFETY: valid C strings and a buffer of the given length.
+        let rc = unsafe {
+            libc::lsetxattr(
+                path.as_ptr(),
+                cname.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if rc != 0 {
+            report.skipped.push((
+                src_path.to_string(),
+                format!(
+                    "extended attribute {}: {}",
+                    name.to_string_lossy(),
+                    io::Error::last_os_error()
+                ),
+            ));
+        }
+    }
 }
 
 /// Makes room for `dest`: refuses an existing entry unless `force`, then
