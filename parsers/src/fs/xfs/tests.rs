@@ -1,0 +1,433 @@
+//! Tests on images made here with mkfs.xfs, filled through the kernel and
+//! compared with the kernel's own view of them (mounted read-only), plus a
+//! mutation test and feature refusal.
+//!
+//! Needs root, loop devices, XFS in the kernel, xfsprogs and python3; a
+//! missing tool skips, except under CI where it fails.
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use super::XfsFs;
+use crate::fs::{FileSystem, FileType, NodeId};
+use crate::readat::FileSource;
+use crate::Source;
+
+const POPULATE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/fs/xfs/testdata/populate.py"
+);
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "restorefs-xfs-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loop mount, unmounted on drop (on every path, panics included);
+/// `-o loop` sets autoclear, so the loop device goes with the mount.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(img: &Path, dir: &Path, opts: &str) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        run(Command::new("mount")
+            .arg("-t")
+            .arg("xfs")
+            .arg("-o")
+            .arg(format!("loop,{opts}"))
+            .arg(img)
+            .arg(dir));
+        Mount(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Busy (a panic mid-walk may leave a handle): detach lazily.
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Whether the test can run: root and every tool; a missing one fails
+/// the test under CI.
+fn have_tools() -> bool {
+    let mut missing = Vec::new();
+    for tool in ["mkfs.xfs", "xfs_io", "xfs_db", "python3", "mount", "umount"] {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            missing.push(tool.to_string());
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        missing.push("root".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("required under CI: {}", missing.join(", "));
+    }
+    eprintln!("skipping: missing {}", missing.join(", "));
+    false
+}
+
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A ~300 MiB sparse image made with `mkfs.xfs args`, filled by the
+/// generator (`small` for fewer entries) through a kernel mount.
+fn make_image(tmp: &TempDir, name: &str, args: &[&str], small: bool) -> PathBuf {
+    let img = tmp.0.join(format!("{name}.img"));
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    run(Command::new("mkfs.xfs")
+        .args(["-q", "-f", "-L", "restorefs"])
+        .args(args)
+        .arg(&img));
+    let m = Mount::new(&img, &tmp.0.join(format!("{name}.mnt")), "rw");
+    run(Command::new("python3")
+        .arg(POPULATE)
+        .arg(&m.0)
+        .arg(if small { "small" } else { "full" }));
+    drop(m);
+    img
+}
+
+fn open(img: &Path) -> XfsFs {
+    let src: Source = Arc::new(FileSource::open(img).unwrap());
+    XfsFs::open(src).unwrap()
+}
+
+/// Everything compared about one path.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    ino: u64,
+    kind: FileType,
+    size: u64,
+    /// SHA-1 of the contents (files) or the target (symlinks).
+    digest: String,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u32,
+    rdev: u64,
+    times_ns: [i128; 3],
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn ns(secs: i64, nanos: i64) -> i128 {
+    i128::from(secs) * 1_000_000_000 + i128::from(nanos)
+}
+
+fn sha1(b: &[u8]) -> String {
+    sha1_smol::Sha1::from(b).digest().to_string()
+}
+
+/// Reads a whole file with our reader, in odd-sized chunks so that runs
+/// start and end inside blocks.
+fn read_all(fs: &dyn FileSystem, node: NodeId, size: u64) -> Vec<u8> {
+    let mut v = vec![0u8; size as usize];
+    let mut done = 0;
+    while done < v.len() {
+        let end = (done + 1_000_003).min(v.len());
+        let n = fs.read(node, done as u64, &mut v[done..end]).unwrap();
+        assert!(n > 0);
+        done += n;
+    }
+    assert_eq!(fs.read(node, size, &mut [0u8; 16]).unwrap(), 0);
+    v
+}
+
+fn walk_ours(fs: &XfsFs) -> BTreeMap<Vec<u8>, Seen> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(Vec::new(), fs.root())];
+    while let Some((path, dir)) = stack.pop() {
+        for e in fs.read_dir(dir).unwrap() {
+            let mut p = path.clone();
+            p.push(b'/');
+            p.extend_from_slice(e.name.as_bytes());
+            assert_eq!(fs.lookup(dir, &e.name).unwrap(), Some(e.node));
+            let st = fs.stat(e.node).unwrap();
+            assert_eq!(st.kind, e.kind, "{}", String::from_utf8_lossy(&p));
+            let digest = match e.kind {
+                FileType::File => sha1(&read_all(fs, e.node, st.size)),
+                FileType::Symlink => sha1(fs.read_link(e.node).unwrap().as_bytes()),
+                FileType::Dir => {
+                    stack.push((p.clone(), e.node));
+                    String::new()
+                }
+                _ => String::new(),
+            };
+            let mut xattrs: Vec<_> = fs
+                .xattrs(e.node)
+                .unwrap()
+                .into_iter()
+                .map(|(n, v)| (n.as_bytes().to_vec(), v))
+                .collect();
+            xattrs.sort();
+            let t = |t: crate::fs::Timespec| ns(t.secs, i64::from(t.nanos));
+            out.insert(
+                p,
+                Seen {
+                    ino: e.node,
+                    kind: e.kind,
+                    size: st.size,
+                    digest,
+                    mode: st.mode,
+                    uid: st.uid,
+                    gid: st.gid,
+                    nlink: st.nlink,
+                    rdev: st.rdev,
+                    times_ns: [t(st.atime), t(st.mtime), t(st.ctime)],
+                    xattrs,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Names and values of a path's xattrs, without following symlinks.
+fn kernel_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 1 << 20];
+    // SAFETY: the buffer is valid for its length; c is NUL-terminated.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(n >= 0, "{path:?}: {}", io::Error::last_os_error());
+    let mut out = Vec::new();
+    for name in names[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        let cn = CString::new(name).unwrap();
+        let mut v = vec![0u8; 1 << 17];
+        // SAFETY: as above.
+        let len =
+            unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        assert!(len >= 0, "{path:?}: {}", io::Error::last_os_error());
+        v.truncate(len as usize);
+        out.push((name.to_vec(), v));
+    }
+    out.sort();
+    out
+}
+
+fn walk_kernel(root: &Path) -> BTreeMap<Vec<u8>, Seen> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in std::fs::read_dir(root.join(&rel)).unwrap() {
+            let e = e.unwrap();
+            let rel = rel.join(e.file_name());
+            let full = root.join(&rel);
+            let md = std::fs::symlink_metadata(&full).unwrap();
+            let ft = md.file_type();
+            let kind = if ft.is_file() {
+                FileType::File
+            } else if ft.is_dir() {
+                FileType::Dir
+            } else if ft.is_symlink() {
+                FileType::Symlink
+            } else if ft.is_fifo() {
+                FileType::Fifo
+            } else if ft.is_socket() {
+                FileType::Socket
+            } else if ft.is_char_device() {
+                FileType::CharDevice
+            } else {
+                FileType::BlockDevice
+            };
+            let digest = match kind {
+                FileType::File => sha1(&std::fs::read(&full).unwrap()),
+                FileType::Symlink => {
+                    sha1(std::fs::read_link(&full).unwrap().as_os_str().as_bytes())
+                }
+                FileType::Dir => {
+                    stack.push(rel.clone());
+                    String::new()
+                }
+                _ => String::new(),
+            };
+            let mut p = b"/".to_vec();
+            p.extend_from_slice(rel.as_os_str().as_bytes());
+            out.insert(
+                p,
+                Seen {
+                    ino: md.ino(),
+                    kind,
+                    size: md.size(),
+                    digest,
+                    mode: md.mode() & 0o7777,
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    nlink: md.nlink() as u32,
+                    rdev: md.rdev(),
+                    times_ns: [
+                        ns(md.atime(), md.atime_nsec()),
+                        ns(md.mtime(), md.mtime_nsec()),
+                        ns(md.ctime(), md.ctime_nsec()),
+                    ],
+                    xattrs: kernel_xattrs(&full),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Compares our walk with the kernel's, path by path.
+fn compare(ours: &BTreeMap<Vec<u8>, Seen>, kernel: &BTreeMap<Vec<u8>, Seen>) {
+    for (p, k) in kernel {
+        let name = String::from_utf8_lossy(p);
+        let o = ours
+            .get(p)
+            .unwrap_or_else(|| panic!("{name}: missing from ours"));
+        assert_eq!(o, k, "{name}");
+    }
+    assert_eq!(ours.len(), kernel.len(), "extra entries in ours");
+}
+
+/// Value of `field` in `xfs_db -r -c 'sb 0' -c 'p field'`.
+fn xfs_db_sb(img: &Path, field: &str) -> String {
+    let out = run(Command::new("xfs_db")
+        .arg("-r")
+        .args(["-c", "sb 0", "-c", &format!("p {field}")])
+        .arg(img));
+    let s = String::from_utf8_lossy(&out);
+    s.split_once('=')
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn check_image(tmp: &TempDir, name: &str, args: &[&str], block_size: u32) {
+    let img = make_image(tmp, name, args, false);
+    let fs = open(&img);
+    let info = fs.info();
+    assert_eq!(info.kind, "xfs");
+    assert_eq!(info.label.as_deref(), Some("restorefs"));
+    assert_eq!(info.block_size, block_size);
+    assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+    assert_eq!(info.uuid.as_deref(), Some(xfs_db_sb(&img, "uuid").as_str()));
+    let bs = u64::from(block_size);
+    assert_eq!(
+        info.total_bytes,
+        xfs_db_sb(&img, "dblocks").parse::<u64>().unwrap() * bs
+    );
+    assert_eq!(
+        info.free_bytes,
+        xfs_db_sb(&img, "fdblocks").parse::<u64>().unwrap() * bs
+    );
+    assert_eq!(
+        info.total_nodes,
+        xfs_db_sb(&img, "icount").parse::<u64>().unwrap()
+    );
+
+    // The probe finds it and the generic open works.
+    let src: Source = Arc::new(FileSource::open(&img).unwrap());
+    let kind = crate::fs::probe(&src).unwrap();
+    assert_eq!(kind, crate::fs::FsKind::Xfs);
+    assert!(crate::fs::open(kind, src).is_ok());
+
+    let ours = walk_ours(&fs);
+    let m = Mount::new(&img, &tmp.0.join(format!("{name}.ro")), "ro");
+    let kernel = walk_kernel(&m.0);
+    compare(&ours, &kernel);
+    drop(m);
+
+    // The generator's shapes really are there.
+    let node = |p: &str| {
+        let mut n = fs.root();
+        for c in p.split('/') {
+            n = fs.lookup(n, OsStr::new(c)).unwrap().unwrap();
+        }
+        fs.inode(n).unwrap()
+    };
+    use super::inode::Format;
+    assert_eq!(node("tiny").format, Format::Local);
+    assert_eq!(node("tiny/sub").format, Format::Local);
+    assert_eq!(node("fragmented").format, Format::Btree);
+    assert!(node("node").nextents > 1);
+    assert_eq!(node("link-inline").format, Format::Local);
+    assert_ne!(node("link-remote").format, Format::Local);
+    assert_eq!(node("xa-short").aformat, Some(Format::Local));
+    assert!(matches!(
+        fs.all_xattrs(&node("xa-node")).map(|a| a.len()),
+        Ok(n) if n > 100
+    ));
+    let stat = fs
+        .stat(fs.lookup(fs.root(), OsStr::new("hard-a")).unwrap().unwrap())
+        .unwrap();
+    assert_eq!(stat.nlink, 3);
+    assert!(stat.crtime.is_some());
+}
+
+#[test]
+fn v5_default() {
+    if !have_tools() {
+        return;
+    }
+    let tmp = TempDir::new();
+    check_image(&tmp, "v5", &[], 4096);
+}
+
+#[test]
+fn v5_dir_block_8k() {
+    if !have_tools() {
+        return;
+    }
+    let tmp = TempDir::new();
+    check_image(&tmp, "n8k", &["-n", "size=8192"], 4096);
+}
+
+#[test]
+fn v5_block_1k() {
+    if !have_tools() {
+        return;
+    }
+    let tmp = TempDir::new();
+    check_image(&tmp, "b1k", &["-b", "size=1024"], 1024);
+}
