@@ -88,8 +88,11 @@ pub struct XfsFs {
     sb: Superblock,
     warnings: Vec<String>,
     dirs: Mutex<LruCache<u64, Arc<Dir>>>,
-    extents: Mutex<LruCache<(u64, Fork), Arc<Vec<Extent>>>>,
+    extents: Mutex<ExtentCache>,
 }
+
+/// Decoded extent lists by (inode, fork).
+type ExtentCache = LruCache<(u64, Fork), Arc<Vec<Extent>>>;
 
 impl XfsFs {
     /// Opens the filesystem on `src`; refuses unknown incompatible
