@@ -5,7 +5,7 @@
 //! Needs root, loop devices, XFS in the kernel, xfsprogs and python3; a
 //! missing tool skips, except under CI where it fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::XfsFs;
 use crate::fs::{FileSystem, FileType, NodeId};
 use crate::readat::FileSource;
-use crate::Source;
+use crate::{Error, ReadAt, Source};
 
 const POPULATE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -430,4 +430,209 @@ fn v5_block_1k() {
     }
     let tmp = TempDir::new();
     check_image(&tmp, "b1k", &["-b", "size=1024"], 1024);
+}
+
+/// A source with some bytes replaced, over a shared base image.
+struct Patched {
+    base: Source,
+    patches: Vec<(u64, u8)>,
+}
+
+impl ReadAt for Patched {
+    fn size(&self) -> u64 {
+        self.base.size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.base.read_at(offset, buf)?;
+        for &(at, v) in &self.patches {
+            if at >= offset && at < offset + n as u64 {
+                buf[(at - offset) as usize] = v;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Deterministic xorshift64 for the mutation test.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Walks and reads everything it can, ignoring errors, with bounds so a
+/// corrupt image cannot make the walk itself endless.
+fn walk_tolerant(fs: &XfsFs) {
+    let _ = fs.info();
+    let mut seen = HashSet::new();
+    let mut stack = vec![fs.root()];
+    let mut buf = vec![0u8; 65536];
+    while let Some(dir) = stack.pop() {
+        if !seen.insert(dir) || seen.len() > 50 {
+            continue;
+        }
+        let Ok(entries) = fs.read_dir(dir) else {
+            continue;
+        };
+        for e in entries.into_iter().take(300) {
+            let _ = fs.lookup(dir, &e.name);
+            let _ = fs.stat(e.node);
+            let _ = fs.xattrs(e.node);
+            let _ = fs.read_link(e.node);
+            match e.kind {
+                FileType::Dir => stack.push(e.node),
+                _ => {
+                    let mut off = 0;
+                    while off < (1 << 18) {
+                        match fs.read(e.node, off, &mut buf) {
+                            Ok(n) if n > 0 => off += n as u64,
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Byte ranges of the metadata worth corrupting in `fs`: superblock,
+/// AG headers, the root inode chunk, and the first blocks of directories
+/// and of an attribute tree.
+fn metadata_regions(fs: &XfsFs) -> Vec<(u64, u64)> {
+    let bs = u64::from(fs.sb.block_size);
+    let mut regions = vec![(0, 512), (512, 1536)];
+    let root = fs.sb.inode_offset(fs.root()).unwrap();
+    regions.push((root, 64 * u64::from(fs.sb.inode_size)));
+    for (name, fork) in [
+        ("block", super::Fork::Data),
+        ("leaf", super::Fork::Data),
+        ("node", super::Fork::Data),
+        ("xa-node", super::Fork::Attr),
+        ("fragmented", super::Fork::Data),
+    ] {
+        let n = fs.lookup(fs.root(), OsStr::new(name)).unwrap().unwrap();
+        let ino = fs.inode(n).unwrap();
+        regions.push((fs.sb.inode_offset(n).unwrap(), u64::from(fs.sb.inode_size)));
+        let exts = fs.extents_of(&ino, fork).unwrap();
+        for e in exts.iter().take(4) {
+            regions.push((e.disk * bs, (e.len * bs).min(65536)));
+        }
+    }
+    regions
+}
+
+#[test]
+fn mutations_do_not_panic() {
+    if !have_tools() {
+        return;
+    }
+    let tmp = TempDir::new();
+    let img = make_image(&tmp, "mut", &[], true);
+    let base: Source = Arc::new(FileSource::open(&img).unwrap());
+    let regions = metadata_regions(&XfsFs::open(base.clone()).unwrap());
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut opened = 0;
+    for _ in 0..300 {
+        let mut patches = Vec::new();
+        for _ in 0..1 + rng.next() % 8 {
+            let (start, len) = regions[(rng.next() % regions.len() as u64) as usize];
+            let at = start + rng.next() % len;
+            let mut b = [0u8];
+            base.read_exact_at(at, &mut b).unwrap();
+            patches.push((at, b[0] ^ (1 << (rng.next() % 8))));
+        }
+        let src = Arc::new(Patched {
+            base: base.clone(),
+            patches,
+        });
+        if let Ok(fs) = XfsFs::open(src) {
+            opened += 1;
+            walk_tolerant(&fs);
+        }
+    }
+    // Most flips land outside what open checks; the walk must have run.
+    assert!(opened > 100, "only {opened} mutated images opened");
+}
+
+/// `open` of the image at `img` with superblock byte `at` or-ed with `bit`.
+fn open_with_bit(img: &Path, at: u64, bit: u8) -> crate::Result<XfsFs> {
+    let base: Source = Arc::new(FileSource::open(img).unwrap());
+    let mut b = [0u8];
+    base.read_exact_at(at, &mut b).unwrap();
+    XfsFs::open(Arc::new(Patched {
+        base,
+        patches: vec![(at, b[0] | bit)],
+    }))
+}
+
+#[test]
+fn refuses_needsrepair_and_unknown_features() {
+    if !have_tools() {
+        return;
+    }
+    let tmp = TempDir::new();
+    let img = tmp.0.join("f.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    run(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&img));
+    assert!(open_with_bit(&img, 0, 0).is_ok());
+    // features_incompat is big-endian at 216: needsrepair is bit 4, bit
+    // 20 is unknown.
+    let e = open_with_bit(&img, 219, 0x10).err().unwrap();
+    assert!(matches!(e.root(), Error::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("needsrepair"), "{e}");
+    let e = open_with_bit(&img, 217, 0x10).err().unwrap();
+    assert!(matches!(e.root(), Error::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("unknown incompatible"), "{e}");
+
+    // The same through xfs_db, which also fixes the checksum.
+    let features = xfs_db_sb(&img, "features_incompat");
+    let v = u32::from_str_radix(features.trim_start_matches("0x"), 16).unwrap();
+    run(Command::new("xfs_db")
+        .arg("-x")
+        .args([
+            "-c",
+            "sb 0",
+            "-c",
+            &format!("write -d features_incompat {}", v | 0x10),
+        ])
+        .arg(&img));
+    let src: Source = Arc::new(FileSource::open(&img).unwrap());
+    let e = XfsFs::open(src).err().unwrap();
+    assert!(e.to_string().contains("needsrepair"), "{e}");
+}
+
+#[test]
+fn dirty_log_is_reported_and_read_as_norecovery() {
+    if !have_tools() {
+        return;
+    }
+    let tmp = TempDir::new();
+    let img = make_image(&tmp, "dirty", &[], true);
+    {
+        let m = Mount::new(&img, &tmp.0.join("dirty.rw"), "rw");
+        std::fs::create_dir(m.0.join("after")).unwrap();
+        std::fs::write(m.0.join("after/new"), b"written before the crash").unwrap();
+        std::fs::remove_file(m.0.join("hard-c")).unwrap();
+        // Flush the log, then stop all writes: the log has transactions
+        // and no unmount record, as after a crash.
+        run(Command::new("xfs_io")
+            .arg("-x")
+            .args(["-c", "shutdown -f"])
+            .arg(&m.0));
+    }
+    let fs = open(&img);
+    let w = fs.info().warnings;
+    assert!(w.iter().any(|w| w.starts_with("log not replayed")), "{w:?}");
+    let ours = walk_ours(&fs);
+    let m = Mount::new(&img, &tmp.0.join("dirty.ro"), "ro,norecovery");
+    compare(&ours, &walk_kernel(&m.0));
 }
