@@ -636,3 +636,142 @@ fn dirty_log_is_reported_and_read_as_norecovery() {
     let m = Mount::new(&img, &tmp.0.join("dirty.ro"), "ro,norecovery");
     compare(&ours, &walk_kernel(&m.0));
 }
+
+/// v4 (`-m crc=0`): this kernel may not mount it, so mkfs fills it from a
+/// protofile and the source tree is the reference.
+#[test]
+fn v4_from_protofile() {
+    if !have_tools() {
+        return;
+    }
+    let tmp = TempDir::new();
+    let src = tmp.0.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    let mut proto = String::from("/dev/null\n0 0\nd--755 0 0\n");
+    // (path in image, expected type, content or target, mode, uid, gid, rdev)
+    let mut expect: Vec<(String, FileType, Vec<u8>, u32, u32, u32, u64)> = Vec::new();
+    for (i, size) in [0usize, 1, 4096, 5000, 300_000].into_iter().enumerate() {
+        let data: Vec<u8> = (0..size).map(|_| rng.next() as u8).collect();
+        let p = src.join(format!("f{i}"));
+        std::fs::write(&p, &data).unwrap();
+        proto += &format!("f{i} ---64{i} {i} {} {}\n", i + 10, p.display());
+        expect.push((
+            format!("/f{i}"),
+            FileType::File,
+            data,
+            0o640 + i as u32,
+            i as u32,
+            i as u32 + 10,
+            0,
+        ));
+    }
+    let long_target = "t".repeat(900);
+    proto += &format!("short l--777 0 0 f1\nremote l--777 0 0 {long_target}\n");
+    expect.push((
+        "/short".into(),
+        FileType::Symlink,
+        b"f1".to_vec(),
+        0o777,
+        0,
+        0,
+        0,
+    ));
+    expect.push((
+        "/remote".into(),
+        FileType::Symlink,
+        long_target.into_bytes(),
+        0o777,
+        0,
+        0,
+        0,
+    ));
+    proto += "chr c--620 0 5 4 1\nblk b--660 0 6 8 17\npipe p--600 1 1\n";
+    expect.push((
+        "/chr".into(),
+        FileType::CharDevice,
+        Vec::new(),
+        0o620,
+        0,
+        5,
+        (4 << 8) | 1,
+    ));
+    expect.push((
+        "/blk".into(),
+        FileType::BlockDevice,
+        Vec::new(),
+        0o660,
+        0,
+        6,
+        (8 << 8) | 17,
+    ));
+    expect.push(("/pipe".into(), FileType::Fifo, Vec::new(), 0o600, 1, 1, 0));
+    for (dir, n) in [("small", 3), ("big", 3000)] {
+        proto += &format!("{dir} d-g755 0 0\n");
+        expect.push((
+            format!("/{dir}"),
+            FileType::Dir,
+            Vec::new(),
+            0o2755,
+            0,
+            0,
+            0,
+        ));
+        for i in 0..n {
+            let name = format!("entry-{i:05}-{}", "z".repeat(i % 30));
+            proto += &format!("{name} ---600 0 0 /dev/null\n");
+            expect.push((
+                format!("/{dir}/{name}"),
+                FileType::File,
+                Vec::new(),
+                0o600,
+                0,
+                0,
+                0,
+            ));
+        }
+        proto += "$\n";
+    }
+    proto += "$\n";
+    let pf = tmp.0.join("proto");
+    std::fs::write(&pf, proto).unwrap();
+    let img = tmp.0.join("v4.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    run(Command::new("mkfs.xfs")
+        .args(["-q", "-f", "-m", "crc=0", "-p"])
+        .arg(&pf)
+        .arg(&img));
+    let fs = open(&img);
+    assert!(!fs.sb.is_v5());
+    assert!(fs.info().warnings.is_empty(), "{:?}", fs.info().warnings);
+    let mut seen = 0;
+    let mut stack = vec![(String::new(), fs.root())];
+    while let Some((path, dir)) = stack.pop() {
+        for e in fs.read_dir(dir).unwrap() {
+            let p = format!("{path}/{}", e.name.to_string_lossy());
+            let (_, kind, data, mode, uid, gid, rdev) = expect
+                .iter()
+                .find(|x| x.0 == p)
+                .unwrap_or_else(|| panic!("{p} unexpected"));
+            let st = fs.stat(e.node).unwrap();
+            assert_eq!(
+                (e.kind, st.mode, st.uid, st.gid, st.rdev),
+                (*kind, *mode, *uid, *gid, *rdev),
+                "{p}"
+            );
+            match kind {
+                FileType::File => assert_eq!(&read_all(&fs, e.node, st.size), data, "{p}"),
+                FileType::Symlink => {
+                    assert_eq!(fs.read_link(e.node).unwrap().as_bytes(), data, "{p}")
+                }
+                FileType::Dir => stack.push((p.clone(), e.node)),
+                _ => {}
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, expect.len());
+}
