@@ -39,6 +39,14 @@ fn decode(rec: &[u8], sb: &Superblock, at: u64) -> Result<Extent> {
     if len == 0 || disk + len > sb.dblocks {
         return Err(Error::corrupt("xfs", at, "extent length out of range"));
     }
+    // Byte offsets of the extent must fit a file size (i64), so later
+    // arithmetic on them cannot overflow.
+    if (logical + len)
+        .checked_mul(u64::from(sb.block_size))
+        .is_none_or(|end| end > i64::MAX as u64)
+    {
+        return Err(Error::corrupt("xfs", at, "extent offset out of range"));
+    }
     Ok(Extent {
         logical,
         disk,

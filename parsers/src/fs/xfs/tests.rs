@@ -372,7 +372,15 @@ fn check_image(tmp: &TempDir, name: &str, args: &[&str], block_size: u32) {
     assert_eq!(kind, crate::fs::FsKind::Xfs);
     assert!(crate::fs::open(kind, src).is_ok());
 
-    let ours = walk_ours(&fs);
+    // Many threads at once on one filesystem see the same as one.
+    let ours = std::thread::scope(|s| {
+        let walks: Vec<_> = (0..3).map(|_| s.spawn(|| walk_ours(&fs))).collect();
+        let ours = walk_ours(&fs);
+        for w in walks {
+            assert!(w.join().unwrap() == ours, "threads disagree");
+        }
+        ours
+    });
     let m = Mount::new(&img, &tmp.0.join(format!("{name}.ro")), "ro");
     let kernel = walk_kernel(&m.0);
     compare(&ours, &kernel);
