@@ -647,6 +647,9 @@ fn dirty_log_is_reported_and_read_as_norecovery() {
     compare(&ours, &walk_kernel(&m.0));
 }
 
+/// Path in the image, type, content or target, mode, uid, gid, rdev.
+type Expected = (String, FileType, Vec<u8>, u32, u32, u32, u64);
+
 /// v4 (`-m crc=0`): this kernel may not mount it, so mkfs fills it from a
 /// protofile and the source tree is the reference.
 #[test]
@@ -659,8 +662,7 @@ fn v4_from_protofile() {
     std::fs::create_dir_all(&src).unwrap();
     let mut rng = XorShift(0x1234_5678_9abc_def1);
     let mut proto = String::from("/dev/null\n0 0\nd--755 0 0\n");
-    // (path in image, expected type, content or target, mode, uid, gid, rdev)
-    let mut expect: Vec<(String, FileType, Vec<u8>, u32, u32, u32, u64)> = Vec::new();
+    let mut expect: Vec<Expected> = Vec::new();
     for (i, size) in [0usize, 1, 4096, 5000, 300_000].into_iter().enumerate() {
         let data: Vec<u8> = (0..size).map(|_| rng.next() as u8).collect();
         let p = src.join(format!("f{i}"));
