@@ -4,6 +4,10 @@
 //! [`FileSystem`]. Node ids are inode numbers, which encode where the
 //! inode lives (AG, block in AG, slot), so no inode btree is needed. A
 //! dirty log is reported and not replayed, as `mount -o ro,norecovery`.
+//!
+//! Not read: files on a realtime device (refused), an external log (a
+//! warning), and POSIX ACLs, which show under their raw XFS names
+//! (`trusted.SGI_ACL_FILE`) with XFS-format values.
 
 mod attr;
 mod bmap;

@@ -787,3 +787,40 @@ fn v4_from_protofile() {
     }
     assert_eq!(seen, expect.len());
 }
+
+#[test]
+fn timestamps_decode() {
+    use super::inode::decode_time;
+    use crate::fs::Timespec;
+    // bigtime counts nanoseconds from 1901-12-13T20:45:52Z.
+    let epoch = (1u64 << 31) * 1_000_000_000;
+    assert_eq!(decode_time(epoch + 5, true), Timespec { secs: 0, nanos: 5 });
+    assert_eq!(
+        decode_time(0, true),
+        Timespec {
+            secs: -(1 << 31),
+            nanos: 0
+        }
+    );
+    // Old format: signed seconds, then nanoseconds.
+    let raw = (u64::from((-2i32) as u32) << 32) | 7;
+    assert_eq!(decode_time(raw, false), Timespec { secs: -2, nanos: 7 });
+}
+
+#[test]
+fn extent_find_holes() {
+    use super::bmap::{find, Extent};
+    let e = |logical, len| Extent {
+        logical,
+        disk: 100,
+        len,
+        unwritten: false,
+    };
+    let list = [e(2, 3), e(10, 1)];
+    assert_eq!(find(&list, 0), Err(0));
+    assert_eq!(find(&list, 2), Ok(0));
+    assert_eq!(find(&list, 4), Ok(0));
+    assert_eq!(find(&list, 5), Err(1));
+    assert_eq!(find(&list, 10), Ok(1));
+    assert_eq!(find(&list, 11), Err(2));
+}
