@@ -73,9 +73,16 @@ pub fn state(
         let n = (head + len_bbs - back) % len_bbs;
         let b = bb(n)?;
         if be32(&b, 0) != RECORD_MAGIC {
+            // Past the current pass's blocks: its records are all gone.
+            if be32(&b, 0) != first {
+                break;
+            }
             continue;
         }
         let rec_cycle = be32(&b, 4);
+        if rec_cycle != first {
+            break;
+        }
         let lsn = be64(&b, 16);
         let tail = be64(&b, 24);
         let num_ops = be32(&b, 40);
@@ -100,5 +107,7 @@ pub fn state(
             tail & 0xffff_ffff
         )));
     }
-    Ok(State::Dirty("no log record found before the head".into()))
+    Ok(State::Dirty(
+        "no log record of the current pass found before the head".into(),
+    ))
 }

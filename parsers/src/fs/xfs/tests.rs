@@ -824,3 +824,53 @@ fn extent_find_holes() {
     assert_eq!(find(&list, 10), Ok(1));
     assert_eq!(find(&list, 11), Err(2));
 }
+
+/// A synthetic log of `n` basic blocks: cycle `new` before `head`, `old`
+/// from it, and an unmount-like record header at `rec` with `ops` ops.
+fn synthetic_log(n: usize, head: usize, new: u32, old: u32, rec: usize, ops: u32) -> Vec<u8> {
+    let mut v = vec![0u8; n * 512];
+    for b in 0..n {
+        let c = if b < head { new } else { old };
+        v[b * 512..b * 512 + 4].copy_from_slice(&c.to_be_bytes());
+    }
+    let h = &mut v[rec * 512..rec * 512 + 512];
+    h[0..4].copy_from_slice(&0xfeed_babe_u32.to_be_bytes());
+    h[4..8].copy_from_slice(&new.to_be_bytes());
+    h[8..12].copy_from_slice(&2u32.to_be_bytes());
+    h[40..44].copy_from_slice(&ops.to_be_bytes());
+    h[320..324].copy_from_slice(&32768u32.to_be_bytes());
+    // The op header's flags in the block after the header (which wraps).
+    let d = (rec + 1) % n;
+    v[d * 512 + 9] = 0x20;
+    v
+}
+
+#[test]
+fn log_head_search() {
+    use super::log::{state, State};
+    let check = |v: Vec<u8>| {
+        let read = |off: u64, buf: &mut [u8]| -> crate::Result<()> {
+            let s = v
+                .get(off as usize..off as usize + buf.len())
+                .ok_or_else(|| Error::corrupt("xfs", off, "past the end"))?;
+            buf.copy_from_slice(s);
+            Ok(())
+        };
+        state(0, (v.len() / 512) as u64, &read).unwrap()
+    };
+    // Wrapped: head in the middle, the record just before it.
+    assert_eq!(check(synthetic_log(64, 20, 3, 2, 18, 1)), State::Clean);
+    assert!(matches!(
+        check(synthetic_log(64, 20, 3, 2, 18, 4)),
+        State::Dirty(_)
+    ));
+    // Head at the very end; the record's data wraps to block 0.
+    assert_eq!(check(synthetic_log(64, 64, 3, 2, 63, 1)), State::Clean);
+    // First pass, unwritten blocks are cycle 0.
+    assert_eq!(check(synthetic_log(64, 5, 1, 0, 3, 1)), State::Clean);
+    // An older record (stale, of the previous pass) is never taken as the
+    // last one: here none of the current pass exists.
+    let mut v = synthetic_log(64, 20, 3, 2, 40, 1);
+    v[40 * 512 + 4..40 * 512 + 8].copy_from_slice(&2u32.to_be_bytes());
+    assert!(matches!(check(v), State::Dirty(_)));
+}
