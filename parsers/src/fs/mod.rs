@@ -1,13 +1,14 @@
 //! Filesystems behind one trait, found by content.
 //!
 //! Each adapter turns a volume's [`Source`] into nodes with stable ids (the
-//! NTFS record number, the ext inode number) so that hard links are one node
+//! NTFS record number, the ext or XFS inode number) so that hard links are one node
 //! and front ends can derive inode numbers from them.
 
 pub mod ext;
 pub mod ntfs;
 mod probe;
 mod types;
+pub mod xfs;
 
 pub use probe::{open, probe, FsKind};
 pub use types::{DirEntry, FileType, FsInfo, NodeId, Stat, Timespec};
