@@ -125,11 +125,13 @@ populate() {
     loop_detach "$dev"
 }
 
-# write_manifest IMG START SECTORS FS LABEL OUT.jsonl WORK [BIGFILE]
+# write_manifest IMG START SECTORS FS LABEL OUT.jsonl WORK [BIGFILE [LOOPMODE]]
 #   read-only loop + blkid check + reference-reader mount + manifest.py
+#   LOOPMODE rw: a writable loop device (still mounted ro), so that the
+#   kernel can replay an ext3/ext4 journal (only ever on a scratch copy).
 write_manifest() {
-    local img=$1 start=$2 n=$3 fs=$4 label=$5 out=$6 work=$7 big=${8:-}
-    loop_attach "$img" "$start" "$n" ro
+    local img=$1 start=$2 n=$3 fs=$4 label=$5 out=$6 work=$7 big=${8:-} lmode=${9:-ro}
+    loop_attach "$img" "$start" "$n" "$lmode"
     local dev=$LOOPDEV mnt=$work/mnt-ro
     check_blkid "$dev" "$fs" "$label"
     mount_vol "$fs" "$dev" "$mnt" ro
