@@ -46,7 +46,7 @@ loop_detach() {
     _ti_remove TI_LOOPS "$1"
 }
 
-# mount_vol FS DEV MNT rw|ro   (FS: ext2|ext3|ext4|ntfs)
+# mount_vol FS DEV MNT OPTS   (FS: ext2|ext3|ext4|xfs|ntfs; OPTS: rw|ro[,...])
 mount_vol() {
     local fs=$1 dev=$2 mnt=$3 mode=$4 pid i
     mkdir -p "$mnt"
@@ -94,6 +94,7 @@ mkfs_vol() {
     case $fs in
         ntfs) mkntfs -Q -F -q -L "$label" -s 512 -p "$start" -H 255 -S 63 "$@" "$dev" ;;
         ext2|ext3|ext4) "mkfs.$fs" -q -F -L "$label" -E lazy_itable_init=0,lazy_journal_init=0 "$@" "$dev" ;;
+        xfs) mkfs.xfs -q -f -L "$label" "$@" "$dev" ;;
         vfat) mkfs.vfat -F 32 -n "$label" -h "$start" "$@" "$dev" >/dev/null ;;
         *) die "mkfs_vol: unknown fs $fs" ;;
     esac
