@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -19,29 +19,6 @@ const CONTAINERS: &[(&str, &str, &str)] = &[
     ("disk.dynamic.vhdx", "vhdx", "subformat=dynamic"),
     ("disk.qcow2", "qcow2", "compat=1.1"),
 ];
-
-/// The container made from `dir/disk.img`, rebuilt when the disk is newer.
-fn container(dir: &Path, file: &str, fmt: &str, opts: &str) -> PathBuf {
-    let src = dir.join("disk.img");
-    let out = dir.join("containers").join(file);
-    let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
-        (Ok(s), Ok(o)) => o.modified().ok() >= s.modified().ok(),
-        _ => false,
-    };
-    if !fresh {
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let tmp = out.with_extension("tmp");
-        let st = Command::new("qemu-img")
-            .args(["convert", "-O", fmt, "-o", opts])
-            .arg(&src)
-            .arg(&tmp)
-            .status()
-            .expect("qemu-img (apt-get install qemu-utils)");
-        assert!(st.success(), "qemu-img convert -O {fmt} -o {opts}");
-        std::fs::rename(&tmp, &out).unwrap();
-    }
-    out
-}
 
 /// Compares the tree's virtual disk with qemu-img's reading of the file.
 fn assert_same_disk(tree: &RestoreTree, image: &Path) {

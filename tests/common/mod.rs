@@ -207,28 +207,202 @@ pub fn assert_matches(what: &str, got: &BTreeMap<String, Value>, want: &BTreeMap
     );
 }
 
+/// The volumes of a generated image that have a manifest (`manifest/VOL.jsonl`), sorted.
+pub fn manifest_volumes(dir: &Path) -> Vec<String> {
+    let mut vols: Vec<String> = std::fs::read_dir(dir.join("manifest"))
+        .expect("manifest dir")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("name")
+                .to_string()
+        })
+        .collect();
+    vols.sort();
+    vols
+}
+
+/// The tree node of volume `vol`; `root` is the tree's root (a bare filesystem).
+pub fn volume_node(tree: &RestoreTree, vol: &str) -> Node {
+    if vol == "root" {
+        tree.root()
+    } else {
+        tree.resolve(&format!("/{vol}"))
+            .unwrap_or_else(|e| panic!("{vol}: {e}"))
+    }
+}
+
+/// One volume of a generated image checked against its manifest.
+pub fn check_volume_manifest(tree: &RestoreTree, dir: &Path, vol: &str, what: &str) {
+    let want = load_manifest(&dir.join("manifest").join(format!("{vol}.jsonl")));
+    let got = walk(tree, volume_node(tree, vol));
+    assert_matches(&format!("{what}:{vol}"), &got, &want);
+}
+
 /// Every volume manifest of a generated image, checked against the tree.
 pub fn check_image_manifests(dir: &Path, image: &Path) -> RestoreTree {
     let tree = RestoreTree::open(image).unwrap_or_else(|e| panic!("open {}: {e}", image.display()));
-    let mut n = 0;
-    for ent in std::fs::read_dir(dir.join("manifest")).expect("manifest dir") {
-        let path = ent.expect("entry").path();
-        let vol = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("name")
-            .to_string();
-        let want = load_manifest(&path);
-        let top = if vol == "root" {
-            tree.root()
-        } else {
-            tree.resolve(&format!("/{vol}"))
-                .unwrap_or_else(|e| panic!("{vol}: {e}"))
-        };
-        let got = walk(&tree, top);
-        assert_matches(&format!("{}:{vol}", image.display()), &got, &want);
-        n += 1;
+    let vols = manifest_volumes(dir);
+    for vol in &vols {
+        check_volume_manifest(&tree, dir, vol, &image.display().to_string());
     }
-    assert!(n > 0, "{}: no manifests", dir.display());
+    assert!(!vols.is_empty(), "{}: no manifests", dir.display());
     tree
+}
+
+/// The container `file` (qemu-img `-O fmt -o opts`) made from
+/// `dir/disk.img`, rebuilt when the disk is newer.
+pub fn container(dir: &Path, file: &str, fmt: &str, opts: &str) -> PathBuf {
+    // Tests of one binary run in parallel and may want the same container.
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src = dir.join("disk.img");
+    let out = dir.join("containers").join(file);
+    let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
+        (Ok(s), Ok(o)) => o.modified().ok() >= s.modified().ok(),
+        _ => false,
+    };
+    if !fresh {
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let tmp = out.with_extension("tmp");
+        let st = Command::new("qemu-img")
+            .args(["convert", "-O", fmt, "-o", opts])
+            .arg(&src)
+            .arg(&tmp)
+            .status()
+            .expect("qemu-img (apt-get install qemu-utils)");
+        assert!(st.success(), "qemu-img convert -O {fmt} -o {opts}");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
+/// All xattrs of `p` (not following symlinks) except security.selinux, as
+/// manifest.py reports them.
+pub fn host_xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut out = BTreeMap::new();
+    // SAFETY: size probes with a null buffer, then reads into buffers of
+    // the size just returned; all strings are NUL-terminated.
+    unsafe {
+        let n = libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0);
+        assert!(
+            n >= 0,
+            "listxattr {}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        );
+        let mut names = vec![0u8; n as usize];
+        if n > 0 {
+            let n = libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len());
+            assert_eq!(n as usize, names.len(), "{}", p.display());
+        }
+        for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            let key = String::from_utf8_lossy(name).into_owned();
+            if key.starts_with("security.selinux") {
+                continue;
+            }
+            let cname = CString::new(name).unwrap();
+            let len = libc::lgetxattr(path.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0);
+            assert!(len >= 0, "getxattr {} {key}", p.display());
+            let mut value = vec![0u8; len as usize];
+            let got = libc::lgetxattr(
+                path.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            );
+            assert_eq!(got, len, "getxattr {} {key}", p.display());
+            out.insert(key, value);
+        }
+    }
+    out
+}
+
+/// The host's view of the tree at `top`, with the fields and rules of
+/// scripts/testimages/manifest.py (xattrs included when `with_xattrs`).
+pub fn host_walk(top: &Path, with_xattrs: bool) -> BTreeMap<String, Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = BTreeMap::new();
+    let mut groups: HashMap<u64, Vec<String>> = HashMap::new();
+    let mut stack = vec![(String::from("/"), top.to_path_buf())];
+    while let Some((rel, p)) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_file() {
+            "file"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else if ft.is_socket() {
+            "socket"
+        } else if ft.is_char_device() {
+            "chardev"
+        } else {
+            "blockdev"
+        };
+        let mut v = json!({
+            "path": rel,
+            "type": kind,
+            "mode": m.mode() & 0o7777,
+            "uid": m.uid(),
+            "gid": m.gid(),
+            "nlink": m.nlink(),
+            "mtime_ns": m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        });
+        match kind {
+            "dir" => {
+                for e in std::fs::read_dir(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())) {
+                    let e = e.unwrap();
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    stack.push((format!("{}/{name}", rel.trim_end_matches('/')), e.path()));
+                }
+            }
+            "symlink" => {
+                let t = std::fs::read_link(&p).unwrap();
+                v["size"] = json!(m.len());
+                v["target"] = json!(t.to_string_lossy());
+            }
+            "file" => {
+                let data =
+                    std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+                v["size"] = json!(m.len());
+                v["sha256"] = json!(hex(&Sha256::digest(&data)));
+            }
+            _ => {}
+        }
+        if kind != "dir" && m.nlink() > 1 {
+            groups.entry(m.ino()).or_default().push(rel.clone());
+        }
+        if with_xattrs {
+            let x = host_xattrs(&p);
+            if !x.is_empty() {
+                let map: serde_json::Map<String, Value> = x
+                    .into_iter()
+                    .map(|(k, val)| {
+                        (
+                            k,
+                            json!(base64::engine::general_purpose::STANDARD.encode(val)),
+                        )
+                    })
+                    .collect();
+                v["xattrs"] = Value::Object(map);
+            }
+        }
+        out.insert(rel, v);
+    }
+    for paths in groups.values() {
+        let first = paths.iter().min().cloned().unwrap_or_default();
+        for p in paths {
+            out.get_mut(p).unwrap()["link_group"] = json!(first);
+        }
+    }
+    out
 }
