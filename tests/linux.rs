@@ -192,6 +192,16 @@ fn mbr_ext_dirty_library() {
     let tree = RestoreTree::open(&dir.join("disk.img")).unwrap();
     let names: Vec<&str> = tree.volumes.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, ["p1", "p5", "p6"]);
+    // Where sfdisk saw the partitions.
+    let l = layout(&dir);
+    assert_eq!(tree.table.scheme.name(), "mbr");
+    for (w, got) in l["volumes"].as_array().unwrap().iter().zip(&tree.volumes) {
+        let p = got.partition.as_ref().unwrap();
+        assert_eq!(got.name, w["name"].as_str().unwrap());
+        assert_eq!(p.offset, w["start_lba"].as_u64().unwrap() * 512);
+        assert_eq!(p.size, w["sectors"].as_u64().unwrap() * 512);
+        assert_eq!(p.type_id.to_lowercase(), w["type"].as_str().unwrap());
+    }
     assert!(tree.volumes[0].is_container());
     for (v, fs, label) in [(1, "ext3", "home"), (2, "ext4", "var")] {
         let info = tree.volumes[v].fs().expect("opened").info();
