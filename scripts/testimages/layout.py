@@ -8,6 +8,10 @@
   layout.py write DISK TABLE OUT NAME:FS:LABEL ... [--primary-damaged]
       write layout.json; for TABLE=none one volume NAME covering the file
   layout.py gpt-damage DISK      overwrite LBA 1 with garbage and verify
+  layout.py lvm LAYOUT PV VGS_JSON LVS_JSON NAME:FS:LABEL:SHA256 ...
+      add "lvm" to LAYOUT: the VG and, per LV, its segments (on volume PV) as
+      `vgs/lvs --reportformat json` reported them, plus what the generator
+      put in it (fs, label, sha256 of the LV's bytes)
 """
 import binascii
 import json
@@ -21,6 +25,8 @@ GPT_CODES = {
     "0700": "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7",
     "8300": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
     "EF00": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+    "EF02": "21686148-6449-6E6F-744E-656564454649",
+    "8E00": "E6D6D379-F507-44C2-A23C-238F2A3DF928",
 }
 
 
@@ -99,7 +105,7 @@ def cmd_write(disk, table, out, specs, damaged):
         info = {}
         for sp in specs:
             name, fs, label = sp.split(":", 2)
-            info[name] = (fs, label or None)
+            info[name] = (fs or None, label or None)
         for n, s, z, t, p in parts(pt):
             name = f"p{n}"
             if name not in info:
@@ -159,6 +165,37 @@ def cmd_gpt_damage(disk):
     print(f"layout.py: primary GPT header destroyed, backup at LBA {last} valid")
 
 
+def cmd_lvm(layout_path, pv_name, vgs_json, lvs_json, specs):
+    with open(layout_path) as f:
+        layout = json.load(f)
+    with open(vgs_json) as f:
+        vgs = json.load(f)["report"][0]["vg"]
+    with open(lvs_json) as f:
+        segs = json.load(f)["report"][0]["seg"]
+    if len(vgs) != 1:
+        die(f"expected one VG, lvs saw {len(vgs)}")
+    vg = vgs[0]
+    lvs = []
+    for sp in specs:
+        name, fs, label, sha = sp.split(":", 3)
+        vg_name, lv_name = name.split("-", 1)
+        mine = [s for s in segs if s["lv_name"] == lv_name]
+        if not mine or vg_name != vg["vg_name"]:
+            die(f"{name}: not in the lvs report")
+        lvs.append({"name": name, "vg": vg_name, "lv": lv_name, "fs": fs or None,
+                    "label": label or None, "sha256": sha,
+                    "size": int(mine[0]["lv_size"].rstrip("B")),
+                    "segments": [{"start_pe": int(s["seg_start_pe"]), "size_pe": int(s["seg_size_pe"]),
+                                  "pv": pv_name, "pe_ranges": s["seg_pe_ranges"].split(":", 1)[1],
+                                  "type": s["segtype"]}
+                                 for s in mine]})
+    layout["lvm"] = {"vg": vg["vg_name"], "extent_size": int(vg["vg_extent_size"].rstrip("B")),
+                     "extent_count": int(vg["vg_extent_count"]), "lvs": lvs}
+    with open(layout_path, "w") as f:
+        json.dump(layout, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
 def main():
     a = sys.argv[1:]
     if not a:
@@ -171,6 +208,8 @@ def main():
         damaged = "--primary-damaged" in a
         a = [x for x in a if x != "--primary-damaged"]
         cmd_write(a[1], a[2], a[3], a[4:], damaged)
+    elif a[0] == "lvm":
+        cmd_lvm(a[1], a[2], a[3], a[4], a[5:])
     elif a[0] == "gpt-damage":
         cmd_gpt_damage(a[1])
     else:

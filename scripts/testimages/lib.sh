@@ -46,7 +46,7 @@ loop_detach() {
     _ti_remove TI_LOOPS "$1"
 }
 
-# mount_vol FS DEV MNT rw|ro   (FS: ext2|ext3|ext4|ntfs)
+# mount_vol FS DEV MNT OPTS   (FS: ext2|ext3|ext4|xfs|ntfs; OPTS: rw|ro[,...])
 mount_vol() {
     local fs=$1 dev=$2 mnt=$3 mode=$4 pid i
     mkdir -p "$mnt"
@@ -94,6 +94,7 @@ mkfs_vol() {
     case $fs in
         ntfs) mkntfs -Q -F -q -L "$label" -s 512 -p "$start" -H 255 -S 63 "$@" "$dev" ;;
         ext2|ext3|ext4) "mkfs.$fs" -q -F -L "$label" -E lazy_itable_init=0,lazy_journal_init=0 "$@" "$dev" ;;
+        xfs) mkfs.xfs -q -f -L "$label" "$@" "$dev" ;;
         vfat) mkfs.vfat -F 32 -n "$label" -h "$start" "$@" "$dev" >/dev/null ;;
         *) die "mkfs_vol: unknown fs $fs" ;;
     esac
@@ -125,11 +126,13 @@ populate() {
     loop_detach "$dev"
 }
 
-# write_manifest IMG START SECTORS FS LABEL OUT.jsonl WORK [BIGFILE]
+# write_manifest IMG START SECTORS FS LABEL OUT.jsonl WORK [BIGFILE [LOOPMODE]]
 #   read-only loop + blkid check + reference-reader mount + manifest.py
+#   LOOPMODE rw: a writable loop device (still mounted ro), so that the
+#   kernel can replay an ext3/ext4 journal (only ever on a scratch copy).
 write_manifest() {
-    local img=$1 start=$2 n=$3 fs=$4 label=$5 out=$6 work=$7 big=${8:-}
-    loop_attach "$img" "$start" "$n" ro
+    local img=$1 start=$2 n=$3 fs=$4 label=$5 out=$6 work=$7 big=${8:-} lmode=${9:-ro}
+    loop_attach "$img" "$start" "$n" "$lmode"
     local dev=$LOOPDEV mnt=$work/mnt-ro
     check_blkid "$dev" "$fs" "$label"
     mount_vol "$fs" "$dev" "$mnt" ro

@@ -94,17 +94,18 @@ def try_chmod(path, mode):
         pass
 
 
-def fragmented_file(root, rel, size, seed, filler=32 * 1024):
+def fragmented_file(root, rel, size, seed, filler=32 * 1024, fill_limit=None):
     """Write root/rel (size bytes) so that it ends up in many fragments.
 
-    Fill the volume with filler files until ENOSPC, delete every other one,
-    write the file, then delete the remaining fillers."""
+    Fill the volume with filler files until ENOSPC (or until fill_limit
+    bytes of fillers), delete every other one, write the file, then delete
+    the remaining fillers."""
     fill = os.path.join(root, ".fill")
     os.mkdir(fill)
     chunk = b"\xa5" * filler
     names = []
     i = 0
-    while True:
+    while fill_limit is None or i * filler < fill_limit:
         p = os.path.join(fill, f"f{i:06d}")
         try:
             with open(p, "wb") as f:

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Build the standard test source tree directly in a mounted volume.
 
-usage: tree.py ROOT --fs ext|ntfs [--seed S] [--big-size BYTES]
+usage: tree.py ROOT --fs ext|ntfs [--seed S] [--big-size BYTES] [--fill-limit BYTES]
+
+--fs ext is for any Unix filesystem (ext2/3/4, XFS).  --fill-limit bounds
+the fillers written before /big/fragmented.bin (large volumes: the file is
+then less fragmented, or not at all).
 
 Everything is deterministic: content comes from seeded PRNGs, and all
 timestamps are fixed by tiutil.fix_times() at the very end.
@@ -15,7 +19,7 @@ from tiutil import (det_bytes, det_text, fix_times, fragmented_file, mbox,  # no
                     setfattr, try_chmod, write_file)
 
 
-def build(root, fs, seed, big_size):
+def build(root, fs, seed, big_size, fill_limit=None):
     ext = fs == "ext"
     J = lambda *p: os.path.join(root, *p)  # noqa: E731
     md = lambda *p: os.makedirs(J(*p), exist_ok=True)  # noqa: E731
@@ -143,7 +147,8 @@ def build(root, fs, seed, big_size):
 
     # The fragmented big file goes last so it has to use the holes.
     md("big")
-    nfill = fragmented_file(root, os.path.join("big", "fragmented.bin"), big_size, f"{seed}/big")
+    nfill = fragmented_file(root, os.path.join("big", "fragmented.bin"), big_size, f"{seed}/big",
+                            fill_limit=fill_limit)
     print(f"tree: {fs} cluster={cluster} fillers={nfill}", file=sys.stderr)
 
     fix_times(root)
@@ -156,8 +161,9 @@ def main():
     ap.add_argument("--fs", choices=["ext", "ntfs"], required=True)
     ap.add_argument("--seed", default="restorefs")
     ap.add_argument("--big-size", type=int, default=6 * 1048576 + 12345)
+    ap.add_argument("--fill-limit", type=int, default=None)
     a = ap.parse_args()
-    build(a.root, a.fs, a.seed, a.big_size)
+    build(a.root, a.fs, a.seed, a.big_size, a.fill_limit)
 
 
 if __name__ == "__main__":

@@ -239,29 +239,48 @@ pub fn assert_matches(what: &str, got: &BTreeMap<String, Value>, want: &BTreeMap
     );
 }
 
+/// The volumes of a generated image that have a manifest (`manifest/VOL.jsonl`), sorted.
+pub fn manifest_volumes(dir: &Path) -> Vec<String> {
+    let mut vols: Vec<String> = std::fs::read_dir(dir.join("manifest"))
+        .expect("manifest dir")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("name")
+                .to_string()
+        })
+        .collect();
+    vols.sort();
+    vols
+}
+
+/// The tree node of volume `vol`; `root` is the tree's root (a bare filesystem).
+pub fn volume_node(tree: &RestoreTree, vol: &str) -> Node {
+    if vol == "root" {
+        tree.root()
+    } else {
+        tree.resolve(&format!("/{vol}"))
+            .unwrap_or_else(|e| panic!("{vol}: {e}"))
+    }
+}
+
+/// One volume of a generated image checked against its manifest.
+pub fn check_volume_manifest(tree: &RestoreTree, dir: &Path, vol: &str, what: &str) {
+    let want = load_manifest(&dir.join("manifest").join(format!("{vol}.jsonl")));
+    let got = walk(tree, volume_node(tree, vol));
+    assert_matches(&format!("{what}:{vol}"), &got, &want);
+}
+
 /// Every volume manifest of a generated image, checked against the tree.
 pub fn check_image_manifests(dir: &Path, image: &Path) -> RestoreTree {
     let tree = RestoreTree::open(image).unwrap_or_else(|e| panic!("open {}: {e}", image.display()));
-    let mut n = 0;
-    for ent in std::fs::read_dir(dir.join("manifest")).expect("manifest dir") {
-        let path = ent.expect("entry").path();
-        let vol = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("name")
-            .to_string();
-        let want = load_manifest(&path);
-        let top = if vol == "root" {
-            tree.root()
-        } else {
-            tree.resolve(&format!("/{vol}"))
-                .unwrap_or_else(|e| panic!("{vol}: {e}"))
-        };
-        let got = walk(&tree, top);
-        assert_matches(&format!("{}:{vol}", image.display()), &got, &want);
-        n += 1;
+    let vols = manifest_volumes(dir);
+    for vol in &vols {
+        check_volume_manifest(&tree, dir, vol, &image.display().to_string());
     }
-    assert!(n > 0, "{}: no manifests", dir.display());
+    assert!(!vols.is_empty(), "{}: no manifests", dir.display());
     tree
 }
 
@@ -390,6 +409,9 @@ pub const CONTAINERS: &[(&str, &str, &str)] = &[
 
 /// The container made from `dir/disk.img`, rebuilt when the disk is newer.
 pub fn container(dir: &Path, file: &str, fmt: &str, opts: &str) -> PathBuf {
+    // Tests of one binary run in parallel and may want the same container.
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = dir.join("disk.img");
     let out = dir.join("containers").join(file);
     let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
