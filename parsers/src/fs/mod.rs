@@ -4,7 +4,9 @@
 //! NTFS record number, the ext inode number) so that hard links are one node
 //! and front ends can derive inode numbers from them.
 
+pub mod exfat;
 pub mod ext;
+pub mod fat;
 pub mod ntfs;
 mod probe;
 mod types;

@@ -9,18 +9,30 @@ pub enum FsKind {
     Ntfs,
     /// ext2, ext3 or ext4 (the adapter tells which from the features).
     Ext,
+    /// FAT12, FAT16 or FAT32.
+    Fat,
+    Exfat,
 }
 
 /// Recognises a filesystem by content (never by partition type); `None` if
 /// no reader here knows it.
 pub fn probe(src: &Source) -> Option<FsKind> {
     let mut boot = [0u8; 512];
-    if src.read_exact_at(0, &mut boot).is_ok() && &boot[3..11] == b"NTFS    " {
+    let have_boot = src.read_exact_at(0, &mut boot).is_ok();
+    if have_boot && &boot[3..11] == b"NTFS    " {
         return Some(FsKind::Ntfs);
+    }
+    if have_boot && &boot[3..11] == b"EXFAT   " {
+        return Some(FsKind::Exfat);
     }
     let mut magic = [0u8; 2];
     if src.read_exact_at(1024 + 56, &mut magic).is_ok() && magic == [0x53, 0xEF] {
         return Some(FsKind::Ext);
+    }
+    // FAT has no magic: a plausible BPB it is. Checked last, since mkfs of
+    // the others zeroes the boot sector while FAT's could be left behind.
+    if have_boot && super::fat::looks_like_fat(&boot) {
+        return Some(FsKind::Fat);
     }
     None
 }
@@ -30,5 +42,7 @@ pub fn open(kind: FsKind, src: Source) -> Result<Arc<dyn FileSystem>> {
     Ok(match kind {
         FsKind::Ntfs => Arc::new(super::ntfs::NtfsFs::open(src)?),
         FsKind::Ext => Arc::new(super::ext::ExtFs::open(src)?),
+        FsKind::Fat => Arc::new(super::fat::FatFs::open(src)?),
+        FsKind::Exfat => return Err(crate::Error::unsupported("exfat", "todo")),
     })
 }

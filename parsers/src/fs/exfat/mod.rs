@@ -1,0 +1,1 @@
+//! exFAT (in progress).
