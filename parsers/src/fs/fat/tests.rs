@@ -287,6 +287,14 @@ fn make_fat(tmp: &TempDir, bits: u32, mib: u64, spc: u32, big: usize, many: usiz
     for n in (0..FRAG_SMALL).step_by(2) {
         run(Command::new("mdel").args(["-i", i, &format!("::/frag/small{n:02}")]));
     }
+    if bits == 32 {
+        // mtools allocates from the FSInfo next-free hint, past the holes;
+        // "unknown" (all ones) makes it search from the start.
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.seek(SeekFrom::Start(512 + 492)).unwrap();
+        f.write_all(&[0xFF; 4]).unwrap();
+    }
     let p = frag.join("big.bin");
     std::fs::write(&p, rng.bytes(cluster * FRAG_BIG_CLUSTERS + 100)).unwrap();
     run(Command::new("mcopy").args(["-m", "-i", i]).arg(&p).arg("::/frag/"));
