@@ -43,6 +43,6 @@ pub fn open(kind: FsKind, src: Source) -> Result<Arc<dyn FileSystem>> {
         FsKind::Ntfs => Arc::new(super::ntfs::NtfsFs::open(src)?),
         FsKind::Ext => Arc::new(super::ext::ExtFs::open(src)?),
         FsKind::Fat => Arc::new(super::fat::FatFs::open(src)?),
-        FsKind::Exfat => return Err(crate::Error::unsupported("exfat", "todo")),
+        FsKind::Exfat => Arc::new(super::exfat::ExfatFs::open(src)?),
     })
 }

@@ -33,6 +33,8 @@ pub struct FatTable {
     bytes: u64,
     /// Highest valid cluster number.
     max_cluster: u32,
+    /// exFAT: all 32 bits of an entry count (FAT32 reserves the top 4).
+    exfat: bool,
     pages: Mutex<LruCache<u64, Arc<[u8]>>>,
 }
 
@@ -44,6 +46,22 @@ impl FatTable {
             offset: bpb.fat_offset,
             bytes: bpb.fat_bytes,
             max_cluster: bpb.cluster_count.saturating_add(1),
+            exfat: false,
+            pages: Mutex::new(LruCache::new(
+                NonZeroUsize::new(PAGES).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    /// An exFAT FAT of `bytes` at `offset` for `cluster_count` clusters.
+    pub fn exfat(src: Source, offset: u64, bytes: u64, cluster_count: u32) -> Self {
+        FatTable {
+            src,
+            fat_type: FatType::Fat32,
+            offset,
+            bytes,
+            max_cluster: cluster_count.saturating_add(1),
+            exfat: true,
             pages: Mutex::new(LruCache::new(
                 NonZeroUsize::new(PAGES).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -99,7 +117,11 @@ impl FatTable {
                 for i in 0..4 {
                     v |= u32::from(self.byte(pos + i)?) << (8 * i);
                 }
-                v & 0x0FFF_FFFF
+                if self.exfat {
+                    v
+                } else {
+                    v & 0x0FFF_FFFF
+                }
             }
         })
     }
@@ -109,6 +131,7 @@ impl FatTable {
         match self.fat_type {
             FatType::Fat12 => 0xFF8,
             FatType::Fat16 => 0xFFF8,
+            FatType::Fat32 if self.exfat => 0xFFFF_FFF8,
             FatType::Fat32 => 0x0FFF_FFF8,
         }
     }
@@ -182,6 +205,45 @@ impl FatTable {
         }
         Ok(free)
     }
+}
+
+/// Fills `buf` with the chain's bytes from `offset`, which the caller has
+/// checked lie within it; `at(c)` is the disk offset of cluster `c`.
+pub fn read_chain(
+    src: &Source,
+    chain: &Chain,
+    cs: u64,
+    at: impl Fn(u32) -> u64,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    let mut done = 0usize;
+    let mut run_start = 0u64;
+    for &(first, n) in &chain.runs {
+        if done == buf.len() {
+            break;
+        }
+        let run_len = u64::from(n) * cs;
+        let pos = offset + done as u64;
+        if pos >= run_start + run_len {
+            run_start += run_len;
+            continue;
+        }
+        let within = pos - run_start;
+        let take = usize::try_from(run_len - within)
+            .unwrap_or(usize::MAX)
+            .min(buf.len() - done);
+        let off = at(first) + within;
+        let dst = buf.get_mut(done..done + take).unwrap_or_default();
+        src.read_exact_at(off, dst)
+            .map_err(|e| Error::io("fat", off, e))?;
+        done += take;
+        run_start += run_len;
+    }
+    if done < buf.len() {
+        return Err(Error::corrupt("fat", 0, "read past the cluster chain"));
+    }
+    Ok(())
 }
 
 /// Fails if any cluster of `chain` is in it twice (a loop).

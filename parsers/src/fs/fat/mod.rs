@@ -14,7 +14,7 @@
 
 mod bpb;
 mod dir_entry;
-mod fat_table;
+pub(crate) mod fat_table;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -491,27 +491,16 @@ impl FileSystem for FatFs {
                 format!("reading to byte {end} of a {size}-byte file: {why}"),
             ));
         }
-        // Walk the runs to the one holding `offset`, then copy run by run.
-        let mut done = 0usize;
-        let mut run_start = 0u64;
-        for &(first, n) in &chain.runs {
-            let run_len = u64::from(n) * cs;
-            let pos = offset + done as u64;
-            if done == len {
-                break;
-            }
-            if pos >= run_start + run_len {
-                run_start += run_len;
-                continue;
-            }
-            let within = pos - run_start;
-            let take = ((run_len - within) as usize).min(len - done);
-            let dst = buf.get_mut(done..done + take).unwrap_or_default();
-            self.read_raw(self.bpb.cluster_offset(first) + within, dst)?;
-            done += take;
-            run_start += run_len;
-        }
-        Ok(done)
+        let dst = buf.get_mut(..len).unwrap_or_default();
+        fat_table::read_chain(
+            &self.src,
+            &chain,
+            cs,
+            |c| self.bpb.cluster_offset(c),
+            offset,
+            dst,
+        )?;
+        Ok(len)
     }
 
     fn read_link(&self, node: NodeId) -> Result<OsString> {
