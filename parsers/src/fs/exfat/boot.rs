@@ -36,7 +36,9 @@ pub fn checksum(region: &[u8], sector: usize) -> u32 {
         .take(sector * 11)
         .enumerate()
         .filter(|(i, _)| !matches!(i, 106 | 107 | 112))
-        .fold(0u32, |s, (_, &b)| s.rotate_right(1).wrapping_add(u32::from(b)))
+        .fold(0u32, |s, (_, &b)| {
+            s.rotate_right(1).wrapping_add(u32::from(b))
+        })
 }
 
 impl Boot {

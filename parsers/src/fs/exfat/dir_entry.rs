@@ -59,7 +59,9 @@ pub fn set_checksum(set: &[u8]) -> u16 {
     set.iter()
         .enumerate()
         .filter(|(i, _)| !matches!(i, 2 | 3))
-        .fold(0u16, |s, (_, &b)| s.rotate_right(1).wrapping_add(u16::from(b)))
+        .fold(0u16, |s, (_, &b)| {
+            s.rotate_right(1).wrapping_add(u16::from(b))
+        })
 }
 
 /// Parses the entry set `set` (exactly [`set_len`] bytes); `at` is its
@@ -157,7 +159,10 @@ mod unit {
     fn set_checksum_is_checked() {
         let s = make_set("a name longer than fifteen units");
         let f = parse_set(&s, 0).unwrap();
-        assert_eq!(String::from_utf16_lossy(&f.name), "a name longer than fifteen units");
+        assert_eq!(
+            String::from_utf16_lossy(&f.name),
+            "a name longer than fifteen units"
+        );
         let mut bad = s.clone();
         bad[ENTRY + 5] ^= 1;
         assert!(parse_set(&bad, 0).is_err());

@@ -110,7 +110,12 @@ impl ExfatFs {
                 boot.volume_bytes
             ));
         }
-        let fat = FatTable::exfat(src.clone(), boot.fat_offset, boot.fat_bytes, boot.cluster_count);
+        let fat = FatTable::exfat(
+            src.clone(),
+            boot.fat_offset,
+            boot.fat_bytes,
+            boot.cluster_count,
+        );
         let mut fs = ExfatFs {
             src,
             boot,
@@ -194,13 +199,20 @@ impl ExfatFs {
                 }
             } else {
                 Chain {
-                    broken: Some(format!("contiguous run at cluster {first} leaves the volume")),
+                    broken: Some(format!(
+                        "contiguous run at cluster {first} leaves the volume"
+                    )),
                     ..Chain::default()
                 }
             }));
         }
         let key = (first, clusters);
-        if let Some(c) = self.chains.lock().ok().and_then(|mut c| c.get(&key).cloned()) {
+        if let Some(c) = self
+            .chains
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&key).cloned())
+        {
             return Ok(c);
         }
         let c = Arc::new(if clusters == 0 {
@@ -330,7 +342,12 @@ impl ExfatFs {
     }
 
     fn dir(&self, node: NodeId) -> Result<Arc<Dir>> {
-        if let Some(d) = self.dirs.lock().ok().and_then(|mut c| c.get(&node).cloned()) {
+        if let Some(d) = self
+            .dirs
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&node).cloned())
+        {
             return Ok(d);
         }
         let chain = if node == ROOT {
@@ -474,7 +491,11 @@ impl FileSystem for ExfatFs {
             return Ok(None);
         };
         let units: Vec<u16> = name.encode_utf16().collect();
-        Ok(self.dir(dir)?.by_name.get(&self.upcase.fold(&units)).copied())
+        Ok(self
+            .dir(dir)?
+            .by_name
+            .get(&self.upcase.fold(&units))
+            .copied())
     }
 
     fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>> {
@@ -555,7 +576,10 @@ impl FileSystem for ExfatFs {
                 return Err(Error::corrupt(
                     "exfat",
                     node * ENTRY as u64,
-                    format!("reading to byte {stored_end} of a {}-byte file: {why}", s.data_len),
+                    format!(
+                        "reading to byte {stored_end} of a {}-byte file: {why}",
+                        s.data_len
+                    ),
                 ));
             }
             fat_table::read_chain(

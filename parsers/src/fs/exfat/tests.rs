@@ -18,9 +18,16 @@ use crate::Source;
 
 /// Whether we can loop-mount (root only); under CI we must.
 fn can_mount() -> bool {
-    let tools = ["mkfs.exfat", "fsck.exfat", "mount.exfat-fuse", "losetup", "cp", "blkid"]
-        .iter()
-        .all(|t| have(t));
+    let tools = [
+        "mkfs.exfat",
+        "fsck.exfat",
+        "mount.exfat-fuse",
+        "losetup",
+        "cp",
+        "blkid",
+    ]
+    .iter()
+    .all(|t| have(t));
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root && std::env::var_os("CI").is_some() {
@@ -112,7 +119,10 @@ fn make_exfat(tmp: &TempDir, mib: u64, cluster: usize, big: usize, many: usize) 
         std::fs::write(frag.join("big.bin"), rng.bytes(cluster * 20 + 100)).unwrap();
     }
     let out = run(Command::new("fsck.exfat").arg("-n").arg(&img));
-    assert!(String::from_utf8_lossy(&out).contains("clean"), "fsck.exfat");
+    assert!(
+        String::from_utf8_lossy(&out).contains("clean"),
+        "fsck.exfat"
+    );
     img
 }
 
@@ -151,7 +161,10 @@ fn check_image(tmp: &TempDir, img: &Path, cluster: u32) {
         ("/lower.txt", "/LOWER.TXT"),
         ("/MixedCase.Txt", "/mixedcase.txt"),
         ("/Ünïcödé ñame – long.txt", "/üNÏCÖDÉ ÑAME – LONG.TXT"),
-        ("/Nested/deeper/deepest/file.txt", "/nested/DEEPER/Deepest/FILE.TXT"),
+        (
+            "/Nested/deeper/deepest/file.txt",
+            "/nested/DEEPER/Deepest/FILE.TXT",
+        ),
     ] {
         assert!(ours.contains_key(p), "{p} missing");
         assert!(resolve(&fs, alias).is_some(), "{alias}");
@@ -185,7 +198,9 @@ fn check_image(tmp: &TempDir, img: &Path, cluster: u32) {
     let d = fs.stat(resolve(&fs, "/Nested").unwrap()).unwrap();
     assert_eq!((d.kind, d.mode), (FileType::Dir, 0o755));
     let big = fs.set_at(resolve(&fs, "/frag/big.bin").unwrap()).unwrap();
-    let chain = fs.chain(big.first_cluster, big.valid_len, big.no_fat_chain).unwrap();
+    let chain = fs
+        .chain(big.first_cluster, big.valid_len, big.no_fat_chain)
+        .unwrap();
     assert!(chain.runs.len() > 3, "not fragmented: {:?}", chain.runs);
 }
 

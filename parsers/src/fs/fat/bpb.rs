@@ -93,7 +93,11 @@ impl Bpb {
         // As Linux decides: a zero 16-bit FAT size means FAT32, whatever
         // the cluster count.
         let fat32 = fatsz16 == 0;
-        let fat_sectors = if fat32 { u64::from(le32(b, 36)) } else { fatsz16 };
+        let fat_sectors = if fat32 {
+            u64::from(le32(b, 36))
+        } else {
+            fatsz16
+        };
         if fat_sectors == 0 {
             return Err(bad("zero FAT size"));
         }
@@ -172,5 +176,4 @@ impl Bpb {
     pub fn cluster_offset(&self, c: u32) -> u64 {
         self.data_offset + u64::from(c.saturating_sub(2)) * u64::from(self.cluster_size)
     }
-
 }

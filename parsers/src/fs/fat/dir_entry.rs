@@ -66,7 +66,11 @@ impl ShortEntry {
         for (i, n) in name.iter_mut().enumerate() {
             *n = b.get(i).copied().unwrap_or(b' ');
         }
-        let hi = if fat32 { u32::from(le16(b, 20)) << 16 } else { 0 };
+        let hi = if fat32 {
+            u32::from(le16(b, 20)) << 16
+        } else {
+            0
+        };
         Slot::Short(ShortEntry {
             name,
             attr: a,

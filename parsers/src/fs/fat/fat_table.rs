@@ -69,7 +69,12 @@ impl FatTable {
     }
 
     fn page(&self, index: u64) -> Result<Arc<[u8]>> {
-        if let Some(p) = self.pages.lock().ok().and_then(|mut c| c.get(&index).cloned()) {
+        if let Some(p) = self
+            .pages
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&index).cloned())
+        {
             return Ok(p);
         }
         let start = index * PAGE;
@@ -176,7 +181,11 @@ impl FatTable {
                 }
             }
             FatType::Fat16 | FatType::Fat32 => {
-                let width = if self.fat_type == FatType::Fat16 { 2 } else { 4 };
+                let width = if self.fat_type == FatType::Fat16 {
+                    2
+                } else {
+                    4
+                };
                 let end = (u64::from(self.max_cluster) + 1) * width;
                 let mut pos = 2 * width;
                 while pos < end.min(self.bytes) {

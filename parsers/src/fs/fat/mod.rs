@@ -146,7 +146,11 @@ impl FatFs {
                 bpb.total_bytes
             ));
         }
-        tracing::debug!(kind = bpb.fat_type.name(), clusters = bpb.cluster_count, "fat");
+        tracing::debug!(
+            kind = bpb.fat_type.name(),
+            clusters = bpb.cluster_count,
+            "fat"
+        );
         let fat = FatTable::new(src.clone(), &bpb);
         let mut fs = FatFs {
             src,
@@ -197,7 +201,12 @@ impl FatFs {
     /// The chain from `first`, at most `limit` clusters, cached.
     fn chain(&self, first: u32, limit: u64) -> Result<Arc<Chain>> {
         let key = (first, limit);
-        if let Some(c) = self.chains.lock().ok().and_then(|mut c| c.get(&key).cloned()) {
+        if let Some(c) = self
+            .chains
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&key).cloned())
+        {
             return Ok(c);
         }
         let c = Arc::new(self.fat.chain(first, limit)?);
@@ -287,7 +296,12 @@ impl FatFs {
     }
 
     fn dir(&self, node: NodeId) -> Result<Arc<Dir>> {
-        if let Some(d) = self.dirs.lock().ok().and_then(|mut c| c.get(&node).cloned()) {
+        if let Some(d) = self
+            .dirs
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&node).cloned())
+        {
             return Ok(d);
         }
         let loc = self.dir_loc(node)?;
@@ -432,7 +446,11 @@ impl FileSystem for FatFs {
         }
         let e = self.entry(node)?;
         let (kind, size, mode) = if e.is_dir() {
-            (FileType::Dir, self.dir_clusters(e.first_cluster) * cs, 0o755)
+            (
+                FileType::Dir,
+                self.dir_clusters(e.first_cluster) * cs,
+                0o755,
+            )
         } else if e.attr & attr::READ_ONLY != 0 {
             (FileType::File, u64::from(e.size), 0o444)
         } else {

@@ -110,7 +110,10 @@ pub(crate) fn populate(dir: &Path, cluster: usize, big: usize, many: usize) {
     w("lowbase.TXT", b"lowbase\n");
     w("UPBASE.txt", b"upext\n");
     w("UPPER.TXT", b"upper\n");
-    w("a very long file name that needs several entries.text", b"long\n");
+    w(
+        "a very long file name that needs several entries.text",
+        b"long\n",
+    );
     w("empty", b"");
     for n in [1, 511, 512, 513, cluster - 1, cluster, cluster + 1] {
         w(&format!("sizes/s{n}"), &rng.bytes(n));
@@ -118,7 +121,11 @@ pub(crate) fn populate(dir: &Path, cluster: usize, big: usize, many: usize) {
     w("big.bin", &rng.bytes(big));
     std::fs::create_dir_all(dir.join("emptydir")).unwrap();
     for i in 0..many {
-        let data = if i % 100 == 0 { vec![b'x'; i / 100 + 1] } else { Vec::new() };
+        let data = if i % 100 == 0 {
+            vec![b'x'; i / 100 + 1]
+        } else {
+            Vec::new()
+        };
         w(&format!("many/entry number {i:04}.txt"), &data);
     }
 }
@@ -216,11 +223,7 @@ pub(crate) fn walk_host(root: &Path) -> BTreeMap<String, Seen> {
 }
 
 /// Compares two walks; `mtime` also compares times.
-pub(crate) fn compare(
-    ours: &BTreeMap<String, Seen>,
-    want: &BTreeMap<String, Seen>,
-    mtime: bool,
-) {
+pub(crate) fn compare(ours: &BTreeMap<String, Seen>, want: &BTreeMap<String, Seen>, mtime: bool) {
     let a: Vec<_> = ours.keys().collect();
     let b: Vec<_> = want.keys().collect();
     assert_eq!(a, b, "path sets differ");
@@ -282,7 +285,10 @@ fn make_fat(tmp: &TempDir, bits: u32, mib: u64, spc: u32, big: usize, many: usiz
     for n in 0..FRAG_SMALL {
         let p = frag.join(format!("small{n:02}"));
         std::fs::write(&p, rng.bytes(cluster)).unwrap();
-        run(Command::new("mcopy").args(["-m", "-i", i]).arg(&p).arg("::/frag/"));
+        run(Command::new("mcopy")
+            .args(["-m", "-i", i])
+            .arg(&p)
+            .arg("::/frag/"));
     }
     for n in (0..FRAG_SMALL).step_by(2) {
         run(Command::new("mdel").args(["-i", i, &format!("::/frag/small{n:02}")]));
@@ -297,7 +303,10 @@ fn make_fat(tmp: &TempDir, bits: u32, mib: u64, spc: u32, big: usize, many: usiz
     }
     let p = frag.join("big.bin");
     std::fs::write(&p, rng.bytes(cluster * FRAG_BIG_CLUSTERS + 100)).unwrap();
-    run(Command::new("mcopy").args(["-m", "-i", i]).arg(&p).arg("::/frag/"));
+    run(Command::new("mcopy")
+        .args(["-m", "-i", i])
+        .arg(&p)
+        .arg("::/frag/"));
     run(Command::new("mattrib").args(["-i", i, "+r", "::/lower.txt"]));
     let fsck = run(Command::new("fsck.fat").arg("-n").arg(&img));
     let text = String::from_utf8_lossy(&fsck);
@@ -323,8 +332,8 @@ fn check_image(tmp: &TempDir, img: &Path, bits: u32, cluster: u32) {
     assert_eq!(info.block_size, cluster);
     // mdir's closing line: "  4 155 392 bytes free".
     let i = img.to_str().unwrap();
-    let mdir = String::from_utf8(run(Command::new("mdir").args(["-/", "-a", "-i", i, "::"])))
-        .unwrap();
+    let mdir =
+        String::from_utf8(run(Command::new("mdir").args(["-/", "-a", "-i", i, "::"]))).unwrap();
     let free_line = mdir.lines().find(|l| l.contains("bytes free")).unwrap();
     let free: u64 = free_line
         .chars()
@@ -334,7 +343,11 @@ fn check_image(tmp: &TempDir, img: &Path, bits: u32, cluster: u32) {
         .unwrap();
     assert_eq!(info.free_bytes, free, "free bytes");
     // mdir shows every long name.
-    for name in ["Ünïcödé ñame – long.txt", "日本語のファイル名.bin", "MixedCase.Txt"] {
+    for name in [
+        "Ünïcödé ñame – long.txt",
+        "日本語のファイル名.bin",
+        "MixedCase.Txt",
+    ] {
         assert!(mdir.contains(name), "mdir lacks {name}");
     }
 
@@ -355,7 +368,10 @@ fn check_image(tmp: &TempDir, img: &Path, bits: u32, cluster: u32) {
         ("/UPBASE.txt", "/upbase.TXT"),
         ("/MixedCase.Txt", "/MIXEDC~1.TXT"),
         ("/Ünïcödé ñame – long.txt", "/üNÏCÖDÉ ÑAME – LONG.TXT"),
-        ("/Nested/deeper/deepest/file.txt", "/nested/DEEPER/Deepest/FILE.TXT"),
+        (
+            "/Nested/deeper/deepest/file.txt",
+            "/nested/DEEPER/Deepest/FILE.TXT",
+        ),
     ] {
         assert!(ours.contains_key(p), "{p} missing");
         assert_eq!(resolve(&fs, p), resolve(&fs, alias), "{alias}");
@@ -371,7 +387,11 @@ fn check_image(tmp: &TempDir, img: &Path, bits: u32, cluster: u32) {
     assert_eq!(rw.mode, 0o644);
     assert_eq!(rw.mtime.secs % 2, 0);
     let crt = rw.crtime.unwrap();
-    assert!((crt.secs - rw.mtime.secs).abs() < 3600, "{crt:?} vs {:?}", rw.mtime);
+    assert!(
+        (crt.secs - rw.mtime.secs).abs() < 3600,
+        "{crt:?} vs {:?}",
+        rw.mtime
+    );
     let root = fs.stat(fs.root()).unwrap();
     assert_eq!((root.kind, root.mode), (FileType::Dir, 0o755));
     assert!(fs.read(fs.root(), 0, &mut [0u8; 4]).is_err());
@@ -379,9 +399,17 @@ fn check_image(tmp: &TempDir, img: &Path, bits: u32, cluster: u32) {
     // The fragmented file really is in pieces.
     let big = resolve(&fs, "/frag/big.bin").unwrap();
     let e = fs.entry(big).unwrap();
-    let chain = fs.chain(e.first_cluster, u64::from(e.size).div_ceil(u64::from(cluster))).unwrap();
+    let chain = fs
+        .chain(
+            e.first_cluster,
+            u64::from(e.size).div_ceil(u64::from(cluster)),
+        )
+        .unwrap();
     assert!(chain.runs.len() > 3, "not fragmented: {:?}", chain.runs);
-    assert_eq!(fs.read_dir(resolve(&fs, "/many").unwrap()).unwrap().len(), many_for(bits));
+    assert_eq!(
+        fs.read_dir(resolve(&fs, "/many").unwrap()).unwrap().len(),
+        many_for(bits)
+    );
 }
 
 fn many_for(bits: u32) -> usize {
@@ -393,9 +421,11 @@ fn many_for(bits: u32) -> usize {
 }
 
 fn tools() -> bool {
-    ["mkfs.fat", "fsck.fat", "mcopy", "mdir", "mmd", "mdel", "mattrib"]
-        .iter()
-        .all(|t| have(t))
+    [
+        "mkfs.fat", "fsck.fat", "mcopy", "mdir", "mmd", "mdel", "mattrib",
+    ]
+    .iter()
+    .all(|t| have(t))
 }
 
 #[test]
@@ -473,7 +503,9 @@ impl ReadAt for Patched {
         self.base.len() as u64
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.base.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.base.len());
         let n = buf.len().min(self.base.len() - start);
         buf[..n].copy_from_slice(&self.base[start..start + n]);
         for &(at, x) in &self.patches {
@@ -557,10 +589,16 @@ fn mutations_do_not_panic() {
         let fs = open(&img);
         let dir_of = |p: &str| {
             let e = fs.entry(resolve(&fs, p).unwrap()).unwrap();
-            (bpb.cluster_offset(e.first_cluster), u64::from(bpb.cluster_size))
+            (
+                bpb.cluster_offset(e.first_cluster),
+                u64::from(bpb.cluster_size),
+            )
         };
         let root = if bits == 32 {
-            (bpb.cluster_offset(bpb.root_cluster), u64::from(bpb.cluster_size))
+            (
+                bpb.cluster_offset(bpb.root_cluster),
+                u64::from(bpb.cluster_size),
+            )
         } else {
             (bpb.root_offset, 1024)
         };
@@ -571,8 +609,16 @@ fn mutations_do_not_panic() {
             dir_of("/Nested"),
             dir_of("/many"),
         ];
-        mutate(bytes, &regions, 300, 0x9E37_79B9_7F4A_7C15 ^ u64::from(bits), |src| {
-            FatFs::open(src).ok().map(|f| Arc::new(f) as Arc<dyn FileSystem>)
-        });
+        mutate(
+            bytes,
+            &regions,
+            300,
+            0x9E37_79B9_7F4A_7C15 ^ u64::from(bits),
+            |src| {
+                FatFs::open(src)
+                    .ok()
+                    .map(|f| Arc::new(f) as Arc<dyn FileSystem>)
+            },
+        );
     }
 }
