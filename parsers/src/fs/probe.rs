@@ -29,8 +29,9 @@ pub fn probe(src: &Source) -> Option<FsKind> {
     if src.read_exact_at(1024 + 56, &mut magic).is_ok() && magic == [0x53, 0xEF] {
         return Some(FsKind::Ext);
     }
-    // FAT has no magic: a plausible BPB it is. Checked last, since mkfs of
-    // the others zeroes the boot sector while FAT's could be left behind.
+    // FAT has no magic, only a plausible BPB, so it comes last; mke2fs and
+    // mkfs.exfat zero the boot sector, and mkfs.fat the ext superblock, so
+    // a reformatted volume is not taken for its old filesystem.
     if have_boot && super::fat::looks_like_fat(&boot) {
         return Some(FsKind::Fat);
     }
