@@ -248,6 +248,66 @@ mod unit {
         assert_eq!(cp437(0xFF), '\u{a0}');
     }
 
+    /// Long-name entries for `name` (stored order) over the 8.3 `short`.
+    fn lfn_entries(name: &str, short: &ShortEntry) -> Vec<[u8; 32]> {
+        let mut units: Vec<u16> = name.encode_utf16().collect();
+        units.push(0);
+        while units.len() % 13 != 0 {
+            units.push(0xFFFF);
+        }
+        let offs = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
+        let n = units.len() / 13;
+        (0..n)
+            .rev()
+            .map(|i| {
+                let mut e = [0u8; 32];
+                e[0] = (i + 1) as u8 | if i + 1 == n { 0x40 } else { 0 };
+                e[11] = attr::LFN;
+                e[13] = short.checksum();
+                for (k, &o) in offs.iter().enumerate() {
+                    e[o..o + 2].copy_from_slice(&units[i * 13 + k].to_le_bytes());
+                }
+                e
+            })
+            .collect()
+    }
+
+    fn short(name: &[u8; 11]) -> ShortEntry {
+        let mut b = [0u8; 32];
+        b[..11].copy_from_slice(name);
+        match ShortEntry::parse(&b, false) {
+            Slot::Short(e) => e,
+            _ => panic!("not short"),
+        }
+    }
+
+    #[test]
+    fn long_names_need_sequence_and_checksum() {
+        let s = short(b"LONGFI~1TXT");
+        let name = "A long file name – ünïcode 😀.txt";
+        let entries = lfn_entries(name, &s);
+        assert!(entries.len() > 2);
+        let mut b = LfnBuilder::default();
+        entries.iter().for_each(|e| b.push(e));
+        assert_eq!(b.finish(&s).as_deref(), Some(name));
+        // Another 8.3 entry (checksum differs): the long name is an orphan.
+        entries.iter().for_each(|e| b.push(e));
+        assert_eq!(b.finish(&short(b"OTHER   TXT")), None);
+        // A missing middle part, or a deleted slot in between.
+        for (i, e) in entries.iter().enumerate() {
+            if i != 1 {
+                b.push(e);
+            }
+        }
+        assert_eq!(b.finish(&s), None);
+        b.push(&entries[0]);
+        b.reset();
+        entries[1..].iter().for_each(|e| b.push(e));
+        assert_eq!(b.finish(&s), None);
+        // Nothing carries over to the next entry.
+        assert_eq!(b.finish(&s), None);
+    }
+
     #[test]
     fn short_name_case_flags() {
         let mut b = [0u8; 32];

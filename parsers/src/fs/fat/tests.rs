@@ -484,12 +484,46 @@ fn short_chain_is_an_error() {
         bytes[pos] = 0xFF;
         bytes[pos + 1] |= 0x0F;
     }
-    let fs = FatFs::open(Arc::new(crate::readat::MemSource(bytes))).unwrap();
+    let fs = FatFs::open(Arc::new(crate::readat::MemSource(bytes.clone()))).unwrap();
     let mut buf = vec![0u8; 2048];
     assert_eq!(fs.read(node, 0, &mut buf).unwrap(), 2048);
     assert_eq!(buf, whole[..2048]);
     assert!(fs.read(node, 2048, &mut buf).is_err());
     assert!(fs.read(node, 1000, &mut buf).is_err());
+
+    // A loop: the first cluster links to itself. Reads fail, and end.
+    let set12 = |bytes: &mut [u8], c: u64, v: u16| {
+        let pos = (bpb.fat_offset + c + c / 2) as usize;
+        let old = u16::from_le_bytes([bytes[pos], bytes[pos + 1]]);
+        let new = if c & 1 == 1 {
+            (old & 0x000F) | (v << 4)
+        } else {
+            (old & 0xF000) | (v & 0x0FFF)
+        };
+        bytes[pos..pos + 2].copy_from_slice(&new.to_le_bytes());
+    };
+    set12(&mut bytes, c, c as u16);
+    let fs = FatFs::open(Arc::new(crate::readat::MemSource(bytes))).unwrap();
+    assert!(fs.read(node, 0, &mut buf).is_err());
+    assert!(fs.read(node, 4096, &mut buf).is_err());
+}
+
+/// Many threads reading one filesystem at once see what one thread sees.
+#[test]
+fn concurrent_walks_agree() {
+    if !tools() {
+        return;
+    }
+    let tmp = TempDir::new("fatthreads");
+    let img = make_fat(&tmp, 16, 32, 1, 1 << 20, 200);
+    let fs = open(&img);
+    let want = walk_ours(&fs);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| walk_ours(&fs))).collect();
+        for h in hs {
+            assert_eq!(h.join().unwrap(), want);
+        }
+    });
 }
 
 /// The image with a few bytes flipped, without copying it per case.
