@@ -252,9 +252,7 @@ mod unit {
     fn lfn_entries(name: &str, short: &ShortEntry) -> Vec<[u8; 32]> {
         let mut units: Vec<u16> = name.encode_utf16().collect();
         units.push(0);
-        while units.len() % 13 != 0 {
-            units.push(0xFFFF);
-        }
+        units.resize(units.len().div_ceil(13) * 13, 0xFFFF);
         let offs = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
         let n = units.len() / 13;
         (0..n)
