@@ -7,7 +7,8 @@
 //! set crosses into the next cluster, the directory's FAT link is tried
 //! first, then the next cluster in order (a contiguous directory), and
 //! the set checksum decides. Name hashes are ignored; lookups compare
-//! names folded through the volume's up-case table.
+//! names folded through the volume's up-case table. Modes and owners are
+//! as for FAT.
 
 mod bitmap;
 mod boot;
@@ -601,5 +602,47 @@ impl FileSystem for ExfatFs {
 
     fn xattrs(&self, _node: NodeId) -> Result<Vec<(OsString, Vec<u8>)>> {
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn utc_offsets_and_centiseconds() {
+        // 2020-01-02 03:04:06, as a DOS date and time.
+        let stamp = (40u32 << 25 | 1 << 21 | 2 << 16) | (3 << 11 | 4 << 5 | 3);
+        let utc = 1_577_934_246;
+        let t = |centis, utc_offset| {
+            exfat_time(
+                RawTime {
+                    stamp,
+                    centis,
+                    utc_offset,
+                },
+                true,
+            )
+        };
+        assert_eq!(
+            t(0, 0),
+            Timespec {
+                secs: utc,
+                nanos: 0
+            }
+        );
+        assert_eq!(
+            t(150, 0),
+            Timespec {
+                secs: utc + 1,
+                nanos: 500_000_000
+            }
+        );
+        // Valid offset +1 h (4 quarters): local time was an hour ahead.
+        assert_eq!(t(0, 0x80 | 4).secs, utc - 3600);
+        // -1 h, as a 7-bit two's complement.
+        assert_eq!(t(0, 0x80 | 0x7C).secs, utc + 3600);
+        // Offset bits without the valid bit are ignored.
+        assert_eq!(t(0, 4).secs, utc);
     }
 }

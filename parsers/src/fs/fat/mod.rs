@@ -11,6 +11,11 @@
 //! (an entry index that is stable and unique); the root, which has no
 //! entry, is [`ROOT`]. FAT times carry no zone and are taken as UTC, as
 //! mtools and Linux with `TZ=UTC` show them.
+//!
+//! Modes are made up, as Linux vfat does with its default umask 022:
+//! directories 0o755, files 0o644, or 0o444 with the read-only attribute
+//! (mtools shows no modes; exfat-fuse shows everything as 0o777). Owner
+//! 0:0, one link each.
 
 mod bpb;
 mod dir_entry;
