@@ -132,6 +132,8 @@ fn open(img: &Path) -> ExfatFs {
 }
 
 fn check_image(tmp: &TempDir, img: &Path, cluster: u32) {
+    let src: Source = Arc::new(FileSource::open(img).unwrap());
+    assert_eq!(crate::fs::probe(&src), Some(crate::fs::FsKind::Exfat));
     let fs = open(img);
     let info = fs.info();
     assert_eq!(info.kind, "exfat");

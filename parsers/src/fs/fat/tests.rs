@@ -656,3 +656,57 @@ fn mutations_do_not_panic() {
         );
     }
 }
+
+/// FAT is found by its BPB alone; an NTFS or exFAT signature wins.
+#[test]
+fn probe_finds_fat_after_ntfs_and_exfat() {
+    use crate::fs::{probe, FsKind};
+    use crate::readat::MemSource;
+    if !have("mkfs.fat") {
+        return;
+    }
+    let tmp = TempDir::new("fatprobe");
+    for bits in [12u32, 16, 32] {
+        let img = tmp.0.join(format!("p{bits}.img"));
+        let f = std::fs::File::create(&img).unwrap();
+        let (mib, spc) = match bits {
+            12 => (4u64, "4"),
+            16 => (8, "1"),
+            _ => (40, "1"),
+        };
+        f.set_len(mib << 20).unwrap();
+        drop(f);
+        run(Command::new("mkfs.fat")
+            .args(["-F", &bits.to_string(), "-s", spc])
+            .arg(&img));
+        let bytes = std::fs::read(&img).unwrap();
+        let head = bytes[..1 << 16].to_vec();
+        assert_eq!(
+            probe(&(Arc::new(MemSource(head.clone())) as Source)),
+            Some(FsKind::Fat)
+        );
+        // The type string is only a hint.
+        let mut v = head.clone();
+        let at = if bits == 32 { 82 } else { 54 };
+        v[at..at + 8].copy_from_slice(b"XXXXXXXX");
+        assert_eq!(
+            probe(&(Arc::new(MemSource(v)) as Source)),
+            Some(FsKind::Fat)
+        );
+        for (sig, kind) in [(b"NTFS    ", FsKind::Ntfs), (b"EXFAT   ", FsKind::Exfat)] {
+            let mut v = head.clone();
+            v[3..11].copy_from_slice(sig);
+            assert_eq!(probe(&(Arc::new(MemSource(v)) as Source)), Some(kind));
+        }
+        // Not a FAT: bad sector size, no FATs, no jump.
+        for (at, val) in [(11usize, 0x01u8), (16, 0), (0, 0)] {
+            let mut v = head.clone();
+            v[at] = val;
+            assert_eq!(
+                probe(&(Arc::new(MemSource(v)) as Source)),
+                None,
+                "byte {at}"
+            );
+        }
+    }
+}
