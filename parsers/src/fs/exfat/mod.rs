@@ -29,7 +29,7 @@ use self::boot::{Boot, REGION_SECTORS};
 use self::dir_entry::{kind, FileSet, RawTime, ATTR_READ_ONLY, ENTRY};
 use self::upcase::Upcase;
 use crate::fs::fat::fat_table::{self, Chain, FatTable};
-use crate::fs::fat::{dos_time, with_centis};
+use crate::fs::fat::{dos_time, usable_name, with_centis};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat, Timespec};
 use crate::{Error, Result, Source};
 
@@ -391,10 +391,16 @@ impl ExfatFs {
                 .and_then(|s| dir_entry::parse_set(s, at))
             {
                 Ok(set) => {
+                    pos += len;
                     let id = at / ENTRY as u64;
+                    let name = String::from_utf16_lossy(&set.name);
+                    if !usable_name(&name) {
+                        tracing::warn!("exfat: skipping entry {id} with an unusable name");
+                        continue;
+                    }
                     by_name.entry(self.upcase.fold(&set.name)).or_insert(id);
                     entries.push(DirEntry {
-                        name: OsString::from(String::from_utf16_lossy(&set.name)),
+                        name: OsString::from(name),
                         node: id,
                         kind: if set.is_dir() {
                             FileType::Dir
@@ -402,7 +408,6 @@ impl ExfatFs {
                             FileType::File
                         },
                     });
-                    pos += len;
                 }
                 Err(err) => {
                     tracing::warn!("exfat: skipping entry: {err}");

@@ -242,6 +242,15 @@ mod unit {
     use super::*;
 
     #[test]
+    fn unusable_names() {
+        use crate::fs::fat::usable_name;
+        for bad in ["", ".", "..", "a/b", "nul\0"] {
+            assert!(!usable_name(bad), "{bad:?}");
+        }
+        assert!(usable_name("...") && usable_name(".hidden"));
+    }
+
+    #[test]
     fn cp437_table_is_complete() {
         assert_eq!(cp437(0x80), 'Ç');
         assert_eq!(cp437(0xE1), 'ß');

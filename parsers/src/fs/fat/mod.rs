@@ -104,6 +104,12 @@ pub(crate) fn with_centis(secs: i64, centis: u8) -> Timespec {
     }
 }
 
+/// Whether a name can be a path component (damaged entries can hold
+/// `/`, NUL, `.` or nothing).
+pub(crate) fn usable_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
 /// Case-insensitive key of a name: simple Unicode upper-casing (FAT
 /// itself only upper-cases ASCII in 8.3 names, which this includes).
 fn fold(name: &str) -> String {
@@ -334,9 +340,18 @@ impl FatFs {
                     };
                     let id = (start + pos % unit) / ENTRY as u64;
                     let short = e.display_name();
-                    let name = long.unwrap_or_else(|| short.clone());
+                    let name = match long.filter(|l| usable_name(l)) {
+                        Some(l) => l,
+                        None if usable_name(&short) => short.clone(),
+                        None => {
+                            tracing::warn!("fat: skipping entry {id} with an unusable name");
+                            continue;
+                        }
+                    };
                     by_name.entry(fold(&name)).or_insert(id);
-                    shorts.push((fold(&short), id));
+                    if usable_name(&short) {
+                        shorts.push((fold(&short), id));
+                    }
                     entries.push(DirEntry {
                         name: OsString::from(name),
                         node: id,
