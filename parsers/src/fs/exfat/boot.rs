@@ -62,11 +62,7 @@ impl Boot {
         }
         let sum = checksum(region, sector);
         let stored = region.get(sector * 11..sector * 12).unwrap_or(&[]);
-        if stored.is_empty()
-            || stored
-                .chunks_exact(4)
-                .any(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) != sum)
-        {
+        if stored.is_empty() || stored.chunks_exact(4).any(|c| le32(c, 0) != sum) {
             return Err(bad("boot checksum mismatch"));
         }
         let spc_shift = u32::from(region.get(109).copied().unwrap_or(0xFF));

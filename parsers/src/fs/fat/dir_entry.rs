@@ -111,8 +111,8 @@ impl ShortEntry {
     pub fn display_name(&self) -> String {
         let mut raw = self.name;
         // 0x05 stands for a real 0xE5 first byte (0xE5 marks deletion).
-        if raw[0] == 0x05 {
-            raw[0] = DELETED;
+        if let Some(b) = raw.first_mut().filter(|b| **b == 0x05) {
+            *b = DELETED;
         }
         let (base, ext) = raw.split_at(8);
         let part = |s: &[u8], lower: bool| -> String {
