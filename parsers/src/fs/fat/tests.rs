@@ -710,3 +710,34 @@ fn probe_finds_fat_after_ntfs_and_exfat() {
         }
     }
 }
+
+/// 4096-byte sectors (4Kn disks): geometry comes from the BPB, not 512.
+#[test]
+fn fat16_4k_sectors() {
+    if !tools() {
+        return;
+    }
+    let tmp = TempDir::new("fat4k");
+    let img = tmp.0.join("4k.img");
+    let f = std::fs::File::create(&img).unwrap();
+    f.set_len(64 << 20).unwrap();
+    drop(f);
+    run(Command::new("mkfs.fat")
+        .args(["-S", "4096", "-s", "1", "-F", "16", "-n", "FOURK"])
+        .arg(&img));
+    let data = XorShift(5).bytes(50_000);
+    let src = tmp.0.join("r.bin");
+    std::fs::write(&src, &data).unwrap();
+    let i = img.to_str().unwrap();
+    run(Command::new("mcopy")
+        .args(["-i", i])
+        .arg(&src)
+        .arg("::Long Name File.bin"));
+    run(Command::new("fsck.fat").arg("-n").arg(&img));
+    let fs = open(&img);
+    assert_eq!(fs.fat_type_name(), "FAT16");
+    assert_eq!(fs.info().block_size, 4096);
+    assert_eq!(fs.info().label.as_deref(), Some("FOURK"));
+    let node = resolve(&fs, "/long name file.BIN").unwrap();
+    assert_eq!(read_all(&fs, node), data);
+}
