@@ -44,14 +44,17 @@ fn check_layout(dir: &Path, tree: &RestoreTree) {
         );
         match (w["fs"].as_str(), &got.state) {
             (Some("extended"), _) => assert!(got.is_container(), "{name} extended"),
-            (Some(fs @ ("ntfs" | "ext2" | "ext3" | "ext4")), VolumeState::Fs(_, f)) => {
+            (
+                Some(fs @ ("ntfs" | "ext2" | "ext3" | "ext4" | "vfat" | "exfat")),
+                VolumeState::Fs(_, f),
+            ) => {
                 let info = f.info();
                 assert_eq!(info.kind, fs, "{name} filesystem");
                 if let Some(label) = w["label"].as_str() {
                     assert_eq!(info.label.as_deref(), Some(label), "{name} label");
                 }
             }
-            (Some("ntfs" | "ext2" | "ext3" | "ext4"), _) => {
+            (Some("ntfs" | "ext2" | "ext3" | "ext4" | "vfat" | "exfat"), _) => {
                 panic!("{name}: filesystem not opened")
             }
             // What restorefs does not read yet is offered as raw bytes.

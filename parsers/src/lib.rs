@@ -5,7 +5,8 @@
 //!
 //! - [`image`]: container formats (raw today) -> one virtual disk;
 //! - [`volume`]: partition tables (GPT, MBR with logical partitions) -> volumes;
-//! - [`fs`]: filesystems (NTFS, ext2/3/4) -> nodes behind [`fs::FileSystem`];
+//! - [`fs`]: filesystems (NTFS, ext2/3/4, FAT12/16/32, exFAT) -> nodes behind
+//!   [`fs::FileSystem`];
 //! - [`tree`]: one restore tree over every volume, what front ends use.
 //!
 //! ```no_run

@@ -1,10 +1,13 @@
 //! Filesystems behind one trait, found by content.
 //!
 //! Each adapter turns a volume's [`Source`] into nodes with stable ids (the
-//! NTFS record number, the ext or XFS inode number) so that hard links are one node
+//! NTFS record number, the ext or XFS inode number, the position of a FAT or
+//! exFAT directory entry) so that hard links are one node
 //! and front ends can derive inode numbers from them.
 
+pub mod exfat;
 pub mod ext;
+pub mod fat;
 pub mod ntfs;
 mod probe;
 mod types;
@@ -26,7 +29,7 @@ pub trait FileSystem: Send + Sync {
     fn root(&self) -> NodeId;
 
     /// The node named `name` in directory `dir`, with the filesystem's own
-    /// name rules (NTFS is case-insensitive); `None` if there is none.
+    /// name rules (NTFS, FAT and exFAT are case-insensitive); `None` if there is none.
     fn lookup(&self, dir: NodeId, name: &OsStr) -> Result<Option<NodeId>>;
 
     /// Every entry of `dir` except `.` and `..`, in on-disk order.
