@@ -83,7 +83,11 @@ pub fn probe(file: &dyn ReadAt) -> bool {
 }
 
 /// Opens a VHD already recognised by [`probe`].
-pub fn open(path: &Path, file: Source) -> Result<Image> {
+pub(crate) fn open(path: &Path, file: Source) -> Result<super::chain::Opened> {
+    open_image(path, file).map(super::chain::Opened::from)
+}
+
+fn open_image(path: &Path, file: Source) -> Result<Image> {
     let file_bytes = file.size();
     if is_fixed(&*file) {
         let footer = tail_footer(&*file)?;
@@ -94,6 +98,9 @@ pub fn open(path: &Path, file: Source) -> Result<Image> {
             file_bytes,
             details: details(&footer, None, file_bytes - 512),
             notes: geometry_note(&footer).into_iter().collect(),
+            chain: Vec::new(),
+            parent: None,
+            ident: None,
         });
     }
     let mut notes = Vec::new();
@@ -171,6 +178,9 @@ pub fn open(path: &Path, file: Source) -> Result<Image> {
         file_bytes,
         details: details(&footer, Some(block_size), allocated),
         notes,
+        chain: Vec::new(),
+        parent: None,
+        ident: None,
     })
 }
 

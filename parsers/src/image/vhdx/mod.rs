@@ -106,7 +106,11 @@ fn read_vec(file: &dyn ReadAt, at: u64, len: usize) -> Result<Vec<u8>> {
 
 /// Opens a VHDX recognised by [`probe`]. `_path` will locate the parent of
 /// a differencing disk once chains are read.
-pub fn open(_path: &Path, file: Source) -> Result<Image> {
+pub(crate) fn open(_path: &Path, file: Source) -> Result<super::chain::Opened> {
+    open_image(_path, file).map(super::chain::Opened::from)
+}
+
+fn open_image(_path: &Path, file: Source) -> Result<Image> {
     let file_bytes = file.size();
     let [h1, h2] = HEADER_OFFSETS
         .map(|at| read_vec(&*file, at, HEADER_SIZE).and_then(|b| Header::parse(&b, at)));
@@ -193,5 +197,8 @@ pub fn open(_path: &Path, file: Source) -> Result<Image> {
         file_bytes,
         details,
         notes,
+        chain: Vec::new(),
+        parent: None,
+        ident: None,
     })
 }
