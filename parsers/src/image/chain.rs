@@ -24,6 +24,9 @@ use crate::{Error, ReadAt, Result, Source};
 
 use super::Image;
 
+#[cfg(test)]
+mod tests;
+
 /// Most layers one chain may have (base included).
 pub const MAX_DEPTH: usize = 256;
 
@@ -141,7 +144,9 @@ impl Overlay {
         while !rest.is_empty() {
             let (held, n) = self.child.holds(pos, rest.len() as u64)?;
             // A format answering 0 would loop forever; take at least a byte.
-            let n = usize::try_from(n.max(1)).unwrap_or(usize::MAX).min(rest.len());
+            let n = usize::try_from(n.max(1))
+                .unwrap_or(usize::MAX)
+                .min(rest.len());
             let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
             if held {
                 self.child
@@ -173,7 +178,8 @@ impl ReadAt for Overlay {
         if len == 0 {
             return Ok(0);
         }
-        self.read(offset, &mut buf[..len]).map_err(io::Error::other)?;
+        self.read(offset, &mut buf[..len])
+            .map_err(io::Error::other)?;
         Ok(len)
     }
 }
@@ -377,7 +383,10 @@ pub(super) fn open_chain(
                     parent_path.display(),
                     got.value
                 ));
-                format!("FAILED, ignored ({} {} != {})", want.kind, want.value, got.value)
+                format!(
+                    "FAILED, ignored ({} {} != {})",
+                    want.kind, want.value, got.value
+                )
             } else {
                 return Err(chain_err(format!(
                     "{child} expects its parent's {} to be {}, but {} has {} \

@@ -14,10 +14,10 @@ pub mod vmdk;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use chain::{ChainLayer, Ident, OpenOptions};
-use chain::Opened;
 use crate::readat::FileSource;
 use crate::{Error, Result, Source};
+use chain::Opened;
+pub use chain::{ChainLayer, Ident, OpenOptions};
 
 /// An opened restore point: its virtual disk and what it is made of.
 pub struct Image {

@@ -344,7 +344,9 @@ fn open_descriptor(path: &Path, file: Source) -> Result<(Image, Arc<LayerConcat>
                 let start = e.offset.checked_mul(512).ok_or_else(|| {
                     Error::corrupt(LAYER, 0, format!("extent {i}: offset overflows"))
                 })?;
-                parts.push(Arc::new(Whole(Arc::new(FlatExtent::new(src, start, bytes)))));
+                parts.push(Arc::new(Whole(Arc::new(FlatExtent::new(
+                    src, start, bytes,
+                )))));
             }
             ExtentKind::Sparse => {
                 let (ext, f, _) =
