@@ -2,7 +2,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{open, OpenSpec, CliError, CliResult};
+use super::{open, CliError, CliResult, OpenSpec};
 
 /// `restorefs cat IMAGE PATH`.
 pub fn run(image: &Path, path: &str, spec: &OpenSpec) -> CliResult {

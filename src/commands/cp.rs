@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 use restorefs_parsers::tree::{copy_out, safe_name, CopyOptions, CopyReport};
 
-use super::{open, OpenSpec, CliError, CliResult};
+use super::{open, CliError, CliResult, OpenSpec};
 
 /// `restorefs cp IMAGE PATH... DEST [-r] [--force]`.
 ///

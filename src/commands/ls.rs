@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use restorefs_parsers::fs::FileType;
 use restorefs_parsers::tree::{Node, RestoreTree};
 
-use super::{open, OpenSpec, CliError, CliResult};
+use super::{open, CliError, CliResult, OpenSpec};
 use crate::format::{mode_string, stat_json, time_string};
 
 /// `restorefs ls IMAGE [PATH] [-l] [-R] [--json]`.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use restorefs_mount::MountOptions;
 
-use super::{open, OpenSpec, CliError, CliResult};
+use super::{open, CliError, CliResult, OpenSpec};
 
 /// `restorefs mount IMAGE DIR [-f] [-o OPT...]`.
 ///

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use restorefs_parsers::{ReadAt, Source};
 
-use super::{open, OpenSpec, CliError, CliResult};
+use super::{open, CliError, CliResult, OpenSpec};
 
 /// `restorefs raw IMAGE [VOLUME] [-o FILE]`.
 pub fn run(

@@ -62,14 +62,17 @@ pub struct Ident {
 
 impl Ident {
     pub fn new(kind: &'static str, value: &str) -> Ident {
-        Ident {
-            kind,
-            value: value
-                .trim()
-                .trim_start_matches('{')
-                .trim_end_matches('}')
-                .to_ascii_lowercase(),
-        }
+        let value = value
+            .trim()
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .to_ascii_lowercase();
+        // Writers differ on zero padding of the 32-bit hex CID.
+        let value = match u32::from_str_radix(&value, 16) {
+            Ok(n) if kind == "CID" => format!("{n:08x}"),
+            _ => value,
+        };
+        Ident { kind, value }
     }
 }
 

@@ -144,8 +144,7 @@ impl RestoreTree {
             volumes.extend(sub.volumes);
             newest = Some((sub.image, sub.table));
         }
-        let (image, table) =
-            newest.ok_or_else(|| Error::NotFound(path.display().to_string()))?;
+        let (image, table) = newest.ok_or_else(|| Error::NotFound(path.display().to_string()))?;
         Ok(RestoreTree {
             image,
             table,
@@ -321,7 +320,9 @@ impl RestoreTree {
         match node {
             Node::Root => Err(Error::IsADirectory("/".into())),
             Node::Point(k) => Err(Error::IsADirectory(
-                self.points.get(k).map_or_else(String::new, |p| p.name.clone()),
+                self.points
+                    .get(k)
+                    .map_or_else(String::new, |p| p.name.clone()),
             )),
             Node::Raw(v) => {
                 let vol = self
