@@ -288,12 +288,18 @@ fn resolve(child: &Path, link: &ParentLink) -> std::result::Result<PathBuf, Vec<
             || name.starts_with('\\');
         if !windows_abs {
             let unix = name.replace('\\', "/");
-            push(dir.join(&unix));
+            // Drop `.` components so `info` shows `dir/base.vhd`, not
+            // `dir/./base.vhd`.
+            let rel: PathBuf = Path::new(&unix)
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            push(join(dir, &rel));
         }
     }
     for name in &link.names {
         if let Some(base) = name.rsplit(['/', '\\']).next().filter(|b| !b.is_empty()) {
-            push(dir.join(base));
+            push(join(dir, Path::new(base)));
         }
     }
     for p in &tried {
@@ -302,6 +308,15 @@ fn resolve(child: &Path, link: &ParentLink) -> std::result::Result<PathBuf, Vec<
         }
     }
     Err(tried)
+}
+
+/// `dir/rel`, without a leading `./` when `dir` is the current folder.
+fn join(dir: &Path, rel: &Path) -> PathBuf {
+    if dir.as_os_str().is_empty() || dir == Path::new(".") {
+        rel.to_path_buf()
+    } else {
+        dir.join(rel)
+    }
 }
 
 /// Opens `path` and, for a delta, its parents (see the module docs).
