@@ -86,6 +86,8 @@ pub struct ParentLink {
     pub names: Vec<String>,
     /// The id the parent must carry, if the format records one.
     pub expect: Option<Ident>,
+    /// Another id the parent may carry instead (VHDX `parent_linkage2`).
+    pub also: Option<Ident>,
     /// Open the parent as raw bytes rather than by content (qcow2's
     /// `backing_fmt=raw`: a raw disk may start with anything).
     pub raw: bool,
@@ -390,7 +392,7 @@ pub(super) fn open_chain(
     };
     let check = match (&link.expect, &parent.ident) {
         (Some(want), Some(got)) if want.kind == got.kind => {
-            if want.value == got.value {
+            if want.value == got.value || link.also.as_ref() == Some(got) {
                 format!("ok ({} {})", want.kind, want.value)
             } else if opts.ignore_link_check {
                 image.notes.push(format!(

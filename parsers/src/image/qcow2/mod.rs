@@ -131,6 +131,7 @@ fn backing_link(h: &Header, ext: &Extensions, file: &dyn ReadAt) -> Option<Paren
         },
         names: vec![name],
         expect: None,
+        also: None,
         raw: format.as_deref() == Some("raw"),
     })
 }

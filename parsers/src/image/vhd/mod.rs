@@ -278,6 +278,7 @@ fn parent_link(file: &dyn ReadAt, header: &DynamicHeader) -> ParentLink {
         ),
         names,
         expect: Some(id),
+        also: None,
         raw: false,
     }
 }

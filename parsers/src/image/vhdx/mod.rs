@@ -2,12 +2,17 @@
 //! [`header`]s, [`region_table`], [`log`], [`bat`] and [`metadata`].
 //!
 //! Fixed and dynamic disks are read; a log left by a crash is replayed in
-//! memory first. Differencing disks are refused, naming their parent.
+//! memory first. Differencing disks (.vhdx, .avhdx checkpoints) are chain
+//! layers (see [`crate::image::chain`]): the parent is found through the
+//! parent locator (`relative_path`, `absolute_win32_path`, `volume_path`)
+//! and must carry the data write GUID the child records as
+//! `parent_linkage` (or `parent_linkage2`).
 
 // `% n == 0` rather than `is_multiple_of`: the workspace supports Rust 1.85.
 #![allow(clippy::manual_is_multiple_of)]
 
 pub mod bat;
+mod differencing;
 pub mod header;
 pub mod log;
 pub mod metadata;
@@ -24,7 +29,9 @@ use metadata::Metadata;
 use region_table::{RegionTable, TABLE_OFFSETS, TABLE_SIZE};
 
 use super::vhd::blocks::BlockDisk;
+use super::chain::{Ident, Layer, Opened, ParentLink};
 use super::Image;
+use differencing::Differencing;
 use crate::cache::ChunkCache;
 use crate::{Error, ReadAt, Result, Source};
 
@@ -104,13 +111,8 @@ fn read_vec(file: &dyn ReadAt, at: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Opens a VHDX recognised by [`probe`]. `_path` will locate the parent of
-/// a differencing disk once chains are read.
-pub(crate) fn open(_path: &Path, file: Source) -> Result<super::chain::Opened> {
-    open_image(_path, file).map(super::chain::Opened::from)
-}
-
-fn open_image(_path: &Path, file: Source) -> Result<Image> {
+/// Opens a VHDX recognised by [`probe`].
+pub(crate) fn open(_path: &Path, file: Source) -> Result<Opened> {
     let file_bytes = file.size();
     let [h1, h2] = HEADER_OFFSETS
         .map(|at| read_vec(&*file, at, HEADER_SIZE).and_then(|b| Header::parse(&b, at)));
@@ -143,22 +145,15 @@ fn open_image(_path: &Path, file: Source) -> Result<Image> {
         (Err(e), Err(_)) => return Err(e),
     };
     let meta = Metadata::read(&*source, regions.metadata)?;
-    if meta.has_parent {
-        let parent = meta
-            .parent_locator
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(Error::unsupported(
-            "vhdx",
-            format!("differencing disk: needs its parent ({parent})"),
-        ));
-    }
     let block_size = u64::from(meta.block_size);
     let ratio = bat::chunk_ratio(meta.logical_sector_size, meta.block_size);
     let blocks = meta.virtual_size.div_ceil(block_size);
     let bat = Bat::new(source.clone(), regions.bat, ratio, blocks)?;
+    let bat = if meta.has_parent {
+        bat.differencing()
+    } else {
+        bat
+    };
     let allocated = bat.present_blocks()? * block_size;
     let subformat = if meta.leave_blocks_allocated {
         "fixed"
@@ -186,13 +181,25 @@ fn open_image(_path: &Path, file: Source) -> Result<Image> {
         "cache_budget".into(),
         ChunkCache::global().stats().budget.to_string(),
     ));
-    Ok(Image {
-        disk: Arc::new(BlockDisk {
-            file: source,
-            map: bat,
-            size: meta.virtual_size,
-            block_size,
-        }),
+    let blocks = BlockDisk {
+        file: source,
+        map: bat,
+        size: meta.virtual_size,
+        block_size,
+    };
+    let (disk, delta): (Source, _) = if meta.has_parent {
+        let layer = Arc::new(Differencing {
+            disk: blocks,
+            logical_sector: u64::from(meta.logical_sector_size),
+            owner: ChunkCache::owner(),
+        });
+        let link = parent_link(&meta)?;
+        (layer.clone(), Some((layer as Arc<dyn Layer>, link)))
+    } else {
+        (Arc::new(blocks), None)
+    };
+    let image = Image {
+        disk,
         format: "vhdx",
         file_bytes,
         details,
@@ -200,5 +207,47 @@ fn open_image(_path: &Path, file: Source) -> Result<Image> {
         chain: Vec::new(),
         parent: None,
         ident: None,
+    };
+    Ok(Opened {
+        image,
+        delta,
+        ident: Some(Ident::new(
+            "data write GUID",
+            &show_guid(&header.data_write_guid),
+        )),
+    })
+}
+
+/// How a differencing disk names its parent, from its parent locator.
+fn parent_link(meta: &Metadata) -> Result<ParentLink> {
+    let get = |k: &str| {
+        meta.parent_locator
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let linkage = get("parent_linkage").ok_or_else(|| {
+        Error::corrupt(
+            "vhdx",
+            0,
+            "differencing disk without a parent_linkage in its parent locator",
+        )
+    })?;
+    let names: Vec<String> = ["relative_path", "absolute_win32_path", "volume_path"]
+        .iter()
+        .filter_map(|k| get(k))
+        .collect();
+    let written = meta
+        .parent_locator
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(ParentLink {
+        written,
+        names,
+        expect: Some(Ident::new("data write GUID", &linkage)),
+        also: get("parent_linkage2").map(|l| Ident::new("data write GUID", &l)),
+        raw: false,
     })
 }

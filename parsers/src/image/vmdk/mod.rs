@@ -107,6 +107,7 @@ pub(crate) fn open(path: &Path, file: Source) -> Result<Opened> {
                 written: format!("{hint} (parentCID {cid})"),
                 names: vec![hint],
                 expect: Some(Ident::new("CID", cid)),
+                also: None,
                 raw: false,
             },
         ))
