@@ -368,7 +368,7 @@ pub(crate) fn three_points(size: usize, aligned: bool) -> [Vec<u8>; 3] {
 
 /// What vhdimount (libvhdi, an independent reader that follows parent
 /// locators) shows of `image` and each of its parents, top layer last.
-fn vhdimount_layers(image: &Path, mnt: &Path) -> Option<Vec<Vec<u8>>> {
+pub(crate) fn vhdimount_layers(image: &Path, mnt: &Path) -> Option<Vec<Vec<u8>>> {
     if !have("vhdimount", "-V") || !Path::new("/dev/fuse").exists() {
         return None;
     }

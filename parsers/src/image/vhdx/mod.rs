@@ -28,12 +28,12 @@ use header::{Header, HEADER_OFFSETS, HEADER_SIZE};
 use metadata::Metadata;
 use region_table::{RegionTable, TABLE_OFFSETS, TABLE_SIZE};
 
-use super::vhd::blocks::BlockDisk;
 use super::chain::{Ident, Layer, Opened, ParentLink};
+use super::vhd::blocks::BlockDisk;
 use super::Image;
-use differencing::Differencing;
 use crate::cache::ChunkCache;
 use crate::{Error, ReadAt, Result, Source};
+use differencing::Differencing;
 
 /// A GUID as stored: the first three fields little-endian.
 pub type Guid = [u8; 16];
