@@ -1007,7 +1007,10 @@ fn reads_coalesce_and_grains_are_cached() {
 /// the base.
 #[test]
 fn vmfs_sparse_and_sesparse_deltas() {
-    let cases: [(&str, &str, fn() -> (Vec<u8>, Vec<u8>), &[u64], &[u64]); 2] = [
+    /// createType, extent kind, builder, allocated and zeroed grains.
+    type Case = (&'static str, &'static str, Builder, &'static [u64], &'static [u64]);
+    type Builder = fn() -> (Vec<u8>, Vec<u8>);
+    let cases: [Case; 2] = [
         (
             "vmfsSparse",
             "VMFSSPARSE",
