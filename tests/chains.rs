@@ -295,3 +295,113 @@ fn qcow2_chain_of_three_points() {
 fn vmdk_chain_of_three_points() {
     chain_case("vmdk");
 }
+
+/// A VMDK chain of small blank disks, made with relative links.
+fn small_vmdk_chain(dir: &Path) -> [PathBuf; 3] {
+    let names = ["base.vmdk", "mid.vmdk", "top.vmdk"];
+    run(Command::new("qemu-img")
+        .current_dir(dir)
+        .args(["create", "-f", "vmdk", names[0], "4M"]));
+    for i in 1..3 {
+        run(Command::new("qemu-img").current_dir(dir).args([
+            "create",
+            "-f",
+            "vmdk",
+            "-b",
+            names[i - 1],
+            "-F",
+            "vmdk",
+            names[i],
+        ]));
+    }
+    names.map(|n| dir.join(n))
+}
+
+#[test]
+fn cli_chain_errors_name_both_files() {
+    if !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let [base, mid, top] = small_vmdk_chain(dir.path());
+    let out = restorefs(&[&"info", &top]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("chain:"), "{text}");
+    assert_eq!(text.matches(": ok (CID").count(), 2, "{text}");
+
+    // Missing parent: the error names it and the file that refers to it.
+    let moved = dir.path().join("moved.vmdk");
+    std::fs::rename(&base, &moved).unwrap();
+    let out = restorefs(&[&"ls", &top]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("base.vmdk") && err.contains("mid.vmdk"),
+        "{err}"
+    );
+    // --parent (repeatable, newest link first) points at it.
+    let out = restorefs(&[&"info", &top, &"--parent", &mid, &"--parent", &moved]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("moved.vmdk"));
+
+    // Another disk in the parent's place: CID mismatch, unless ignored.
+    run(Command::new("qemu-img").current_dir(dir.path()).args([
+        "create",
+        "-f",
+        "vmdk",
+        "base.vmdk",
+        "4M",
+    ]));
+    let out = restorefs(&[&"info", &top]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CID") && err.contains("base.vmdk") && err.contains("--ignore-link-check"),
+        "{err}"
+    );
+    let out = restorefs(&[&"ls", &"--ignore-link-check", &top]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning") && err.contains("mid.vmdk"), "{err}");
+}
+
+#[test]
+fn chains_longer_than_the_limit_are_refused() {
+    if !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let n = image::chain::MAX_DEPTH + 1;
+    run(Command::new("qemu-img")
+        .current_dir(dir.path())
+        .args(["create", "-f", "qcow2", "0.qcow2", "1M"]));
+    for i in 1..n {
+        // -u: write the link without opening the (long) chain below.
+        run(Command::new("qemu-img").current_dir(dir.path()).args([
+            "create",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            &format!("{}.qcow2", i - 1),
+            "-F",
+            "qcow2",
+            &format!("{i}.qcow2"),
+            "1M",
+        ]));
+    }
+    let top = dir.path().join(format!("{}.qcow2", n - 1));
+    let e = image::open(&top).err().expect("must refuse");
+    assert!(e.to_string().contains("longer than"), "{e}");
+    // One layer fewer opens.
+    let ok = dir.path().join(format!("{}.qcow2", n - 2));
+    assert_eq!(image::open(&ok).unwrap().chain.len(), n - 1);
+}

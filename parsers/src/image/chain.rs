@@ -321,75 +321,121 @@ fn join(dir: &Path, rel: &Path) -> PathBuf {
     }
 }
 
-/// Opens `path` and, for a delta, its parents (see the module docs).
-pub(super) fn open_chain(
-    path: &Path,
+/// One opened file of a chain, before it is stacked on its parent.
+struct Pending {
+    path: PathBuf,
+    image: Image,
+    /// The delta's layer, link and the parent file found for it.
+    delta: Option<(Arc<dyn Layer>, ParentLink, PathBuf)>,
+}
+
+/// Opens `path` and, for a delta, its parents (see the module docs): first
+/// every file from the newest down (a loop, so a long chain does not
+/// deepen the stack), then each delta stacked on the point below it.
+pub(super) fn open_chain(path: &Path, opts: &OpenOptions) -> Result<Image> {
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut files: Vec<Pending> = Vec::new();
+    let mut next = Some((path.to_path_buf(), false));
+    while let Some((path, raw)) = next.take() {
+        let opened = super::open_one(&path, raw).map_err(|e| match files.last() {
+            Some(child) => e.context(format!("parent of {}", child.path.display())),
+            None => e,
+        })?;
+        seen.push(std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()));
+        let Opened {
+            mut image,
+            delta,
+            ident,
+        } = opened;
+        image.ident = ident;
+        let delta = match delta {
+            None => None,
+            Some((layer, link)) => {
+                let parent = find_parent(&path, &link, opts, files.len(), &seen)?;
+                next = Some((parent.clone(), link.raw));
+                Some((layer, link, parent))
+            }
+        };
+        files.push(Pending { path, image, delta });
+    }
+    // Stack from the base up: each point is its delta over the point below.
+    let mut below: Option<Image> = None;
+    while let Some(Pending { path, image, delta }) = files.pop() {
+        let point = match (delta, below.take()) {
+            (Some((layer, link, parent_path)), Some(parent)) => {
+                stack(path, image, layer, link, parent_path, parent, opts)?
+            }
+            (_, _) => {
+                let mut image = image;
+                image.chain = vec![ChainLayer {
+                    file: path,
+                    format: image.format,
+                    link: None,
+                    parent: None,
+                    check: String::new(),
+                }];
+                image
+            }
+        };
+        below = Some(point);
+    }
+    below.ok_or_else(|| chain_err(format!("{}: nothing opened", path.display())))
+}
+
+/// The parent file `link` (in `child`, at `depth` from the newest) names:
+/// the user's `--parent` for that depth, or the link resolved; refuses
+/// chains too long and cycles.
+fn find_parent(
+    child: &Path,
+    link: &ParentLink,
     opts: &OpenOptions,
     depth: usize,
-    seen: &mut Vec<PathBuf>,
-) -> Result<Image> {
-    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    seen.push(canon);
-    let opened = super::open_one(path, false)?;
-    let Opened {
-        mut image,
-        delta,
-        ident,
-    } = opened;
-    image.ident = ident;
-    let Some((layer, link)) = delta else {
-        image.chain = vec![ChainLayer {
-            file: path.to_path_buf(),
-            format: image.format,
-            link: None,
-            parent: None,
-            check: String::new(),
-        }];
-        return Ok(image);
-    };
-    let child = path.display();
+    seen: &[PathBuf],
+) -> Result<PathBuf> {
+    let name = child.display();
     if depth + 1 >= MAX_DEPTH {
         return Err(chain_err(format!(
-            "{child}: chain longer than {MAX_DEPTH} layers"
+            "{name}: chain longer than {MAX_DEPTH} layers"
         )));
     }
-    let parent_path = match opts.parents.get(depth) {
+    let parent = match opts.parents.get(depth) {
         Some(p) => p.clone(),
-        None => resolve(path, &link).map_err(|tried| {
+        None => resolve(child, link).map_err(|tried| {
             let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
             chain_err(format!(
-                "parent {} of {child} not found (looked for {}); give it with --parent FILE",
+                "parent {} of {name} not found (looked for {}); give it with --parent FILE",
                 link.written,
                 tried.join(", ")
             ))
         })?,
     };
-    let parent_canon = std::fs::canonicalize(&parent_path).map_err(|_| {
+    let canon = std::fs::canonicalize(&parent).map_err(|_| {
         chain_err(format!(
-            "parent {} of {child} not found; give it with --parent FILE",
-            parent_path.display()
+            "parent {} of {name} not found; give it with --parent FILE",
+            parent.display()
         ))
     })?;
-    if seen.contains(&parent_canon) {
+    if seen.contains(&canon) {
         return Err(chain_err(format!(
-            "cycle: {child} names {} as its parent, which is already in the chain",
-            parent_path.display()
+            "cycle: {name} names {} as its parent, which is already in the chain",
+            parent.display()
         )));
     }
-    let parent = if link.raw {
-        let mut p = super::open_one(&parent_path, true)?.image;
-        p.chain = vec![ChainLayer {
-            file: parent_path.clone(),
-            format: p.format,
-            link: None,
-            parent: None,
-            check: String::new(),
-        }];
-        p
-    } else {
-        open_chain(&parent_path, opts, depth + 1, seen)
-            .map_err(|e| e.context(format!("parent of {child}")))?
-    };
+    Ok(parent)
+}
+
+/// The point of delta `image` (its `layer`, read from `path`) over the
+/// point `parent`, after checking the link.
+fn stack(
+    path: PathBuf,
+    mut image: Image,
+    layer: Arc<dyn Layer>,
+    link: ParentLink,
+    parent_path: PathBuf,
+    parent: Image,
+    opts: &OpenOptions,
+) -> Result<Image> {
+    let child = path.display();
     let check = match (&link.expect, &parent.ident) {
         (Some(want), Some(got)) if want.kind == got.kind => {
             if want.value == got.value || link.also.as_ref() == Some(got) {
@@ -440,7 +486,7 @@ pub(super) fn open_chain(
     }
     image.disk = Arc::new(Overlay::new(layer, parent.disk.clone()));
     let mut chain = vec![ChainLayer {
-        file: path.to_path_buf(),
+        file: path.clone(),
         format: image.format,
         link: Some(link.written),
         parent: Some(parent_path),

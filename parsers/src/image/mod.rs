@@ -79,7 +79,7 @@ pub fn open(path: &Path) -> Result<Image> {
 
 /// [`open`] with parent overrides and link-check policy.
 pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Image> {
-    chain::open_chain(path, opts, 0, &mut Vec::new())
+    chain::open_chain(path, opts)
 }
 
 /// Opens the one file at `path` (as raw bytes if `raw`), without its parents.

@@ -1008,7 +1008,13 @@ fn reads_coalesce_and_grains_are_cached() {
 #[test]
 fn vmfs_sparse_and_sesparse_deltas() {
     /// createType, extent kind, builder, allocated and zeroed grains.
-    type Case = (&'static str, &'static str, Builder, &'static [u64], &'static [u64]);
+    type Case = (
+        &'static str,
+        &'static str,
+        Builder,
+        &'static [u64],
+        &'static [u64],
+    );
     type Builder = fn() -> (Vec<u8>, Vec<u8>);
     let cases: [Case; 2] = [
         (
