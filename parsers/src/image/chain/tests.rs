@@ -360,3 +360,56 @@ fn truncated_delta_fails_cleanly() {
         }
     }
 }
+
+/// Deltas stored by `qemu-img convert -B` (only what differs from the
+/// point below), streamOptimized (compressed grains) and hosted sparse.
+#[test]
+fn vmdk_converted_deltas_stream_optimized() {
+    if !have("qemu-img", "--version") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = crate::image::vhd::tests::Rng(4);
+    let mut point: Vec<u8> = (0..8 << 20).map(|_| rng.next() as u8).collect();
+    point[3 << 20..4 << 20].fill(0);
+    let mut raws = Vec::new();
+    for k in 0..3u8 {
+        if k > 0 {
+            for _ in 0..20 {
+                let at = rng.below(point.len() as u64 - 70_000) as usize;
+                let len = 1 + rng.below(70_000) as usize;
+                point[at..at + len].fill(if k == 2 { 0 } else { 0x40 + k });
+            }
+        }
+        let raw = d.join(format!("p{k}.raw"));
+        std::fs::write(&raw, &point).unwrap();
+        raws.push((raw, point.clone()));
+    }
+    for sub in ["streamOptimized", "monolithicSparse"] {
+        let mut prev: Option<String> = None;
+        for (k, (raw, want)) in raws.iter().enumerate() {
+            let name = format!("{sub}-{k}.vmdk");
+            let opt = format!("subformat={sub}");
+            let mut args = vec!["convert", "-f", "raw", "-O", "vmdk", "-o", &opt];
+            if let Some(parent) = &prev {
+                args.extend(["-B", parent, "-F", "vmdk"]);
+            }
+            args.extend([p(raw), name.as_str()]);
+            let out = Command::new("qemu-img")
+                .current_dir(d)
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let file = d.join(&name);
+            assert_point(&file, k + 1);
+            assert!(read_all(&*open(&file).unwrap().disk) == *want, "{name}");
+            prev = Some(name);
+        }
+    }
+}

@@ -42,7 +42,7 @@ impl Differencing {
             ));
         }
         ChunkCache::global().get_or_load(self.owner, block, || {
-            // At most 32 KiB: a 256 MiB block of 512-byte sectors.
+            // At most 64 KiB: a 256 MiB block of 512-byte sectors.
             let mut b = vec![0u8; len as usize];
             self.disk
                 .file
