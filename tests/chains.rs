@@ -405,3 +405,52 @@ fn chains_longer_than_the_limit_are_refused() {
     let ok = dir.path().join(format!("{}.qcow2", n - 2));
     assert_eq!(image::open(&ok).unwrap().chain.len(), n - 1);
 }
+
+/// A partitioned disk: each point directory holds that point's volumes.
+#[test]
+fn all_points_of_a_partitioned_disk() {
+    if !have("qemu-img") {
+        return;
+    }
+    let Some(dir) = generated("gpt-ntfs-ext4") else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    run(Command::new("qemu-img")
+        .current_dir(w)
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(dir.join("disk.img"))
+        .arg("base.qcow2"));
+    // A point that changed nothing: every cluster comes from the base.
+    run(Command::new("qemu-img").current_dir(w).args([
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        "delta.qcow2",
+    ]));
+    let top = w.join("delta.qcow2");
+    let out = restorefs(&[&"ls", &"--all-points", &top, &"/@2-delta"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let base = restorefs(&[&"ls", &dir.join("disk.img")]);
+    assert_eq!(listing, String::from_utf8_lossy(&base.stdout));
+    let tree = RestoreTree::open_points(&top, &image::OpenOptions::default()).unwrap();
+    for ent in std::fs::read_dir(dir.join("manifest")).unwrap() {
+        let path = ent.unwrap().path();
+        let vol = path.file_stem().unwrap().to_string_lossy().into_owned();
+        for point in ["@1-base", "@2-delta"] {
+            let node = tree.resolve(&format!("/{point}/{vol}")).unwrap();
+            let got = walk(&tree, node);
+            assert_matches(&format!("{point}/{vol}"), &got, &manifest_of(&path));
+        }
+    }
+}
