@@ -155,7 +155,9 @@ pub(crate) fn open(_path: &Path, file: Source) -> Result<Opened> {
         bat
     };
     let allocated = bat.present_blocks()? * block_size;
-    let subformat = if meta.leave_blocks_allocated {
+    let subformat = if meta.has_parent {
+        "differencing"
+    } else if meta.leave_blocks_allocated {
         "fixed"
     } else {
         "dynamic"
