@@ -12,8 +12,8 @@
 //! stays inside each format's `holds` (VHD/VHDX per sector through the
 //! bitmap, qcow2 per cluster or subcluster, VMDK per grain).
 //!
-//! Chains are bounded ([`MAX_DEPTH`]) and cycles are caught by canonical
-//! path, so hostile links cannot recurse without end.
+//! Chains are bounded ([`MAX_DEPTH`]) and cycles are caught by file
+//! identity (device and inode), so hostile links cannot loop.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -321,6 +321,25 @@ fn join(dir: &Path, rel: &Path) -> PathBuf {
     }
 }
 
+/// Which file a path is, for cycle detection: its device and inode (so
+/// hard links and symlinks to one file are one file), else its canonical
+/// path, else the path as given.
+#[derive(Debug, PartialEq, Eq)]
+enum FileId {
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+impl FileId {
+    fn of(path: &Path) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) => FileId::Inode(m.dev(), m.ino()),
+            Err(_) => FileId::Path(std::fs::canonicalize(path).unwrap_or_else(|_| path.into())),
+        }
+    }
+}
+
 /// One opened file of a chain, before it is stacked on its parent.
 struct Pending {
     path: PathBuf,
@@ -333,7 +352,7 @@ struct Pending {
 /// every file from the newest down (a loop, so a long chain does not
 /// deepen the stack), then each delta stacked on the point below it.
 pub(super) fn open_chain(path: &Path, opts: &OpenOptions) -> Result<Image> {
-    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut seen: Vec<FileId> = Vec::new();
     let mut files: Vec<Pending> = Vec::new();
     let mut next = Some((path.to_path_buf(), false));
     while let Some((path, raw)) = next.take() {
@@ -341,7 +360,7 @@ pub(super) fn open_chain(path: &Path, opts: &OpenOptions) -> Result<Image> {
             Some(child) => e.context(format!("parent of {}", child.path.display())),
             None => e,
         })?;
-        seen.push(std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()));
+        seen.push(FileId::of(&path));
         let Opened {
             mut image,
             delta,
@@ -390,7 +409,7 @@ fn find_parent(
     link: &ParentLink,
     opts: &OpenOptions,
     depth: usize,
-    seen: &[PathBuf],
+    seen: &[FileId],
 ) -> Result<PathBuf> {
     let name = child.display();
     if depth + 1 >= MAX_DEPTH {
@@ -409,13 +428,13 @@ fn find_parent(
             ))
         })?,
     };
-    let canon = std::fs::canonicalize(&parent).map_err(|_| {
-        chain_err(format!(
+    if std::fs::metadata(&parent).is_err() {
+        return Err(chain_err(format!(
             "parent {} of {name} not found; give it with --parent FILE",
             parent.display()
-        ))
-    })?;
-    if seen.contains(&canon) {
+        )));
+    }
+    if seen.contains(&FileId::of(&parent)) {
         return Err(chain_err(format!(
             "cycle: {name} names {} as its parent, which is already in the chain",
             parent.display()

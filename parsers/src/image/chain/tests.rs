@@ -413,3 +413,45 @@ fn vmdk_converted_deltas_stream_optimized() {
         }
     }
 }
+
+#[test]
+fn cycle_through_a_hard_link_is_an_error() {
+    if !have("qemu-img", "--version") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.qcow2");
+    let b = dir.path().join("b.qcow2");
+    run("qemu-img", &["create", "-f", "qcow2", p(&a), "1M"]);
+    // b -> a, then a's link rewritten to name "c", a hard link to b.
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "a.qcow2",
+            "-F",
+            "qcow2",
+            p(&b),
+        ],
+    );
+    std::fs::hard_link(&b, dir.path().join("c.qcow2")).unwrap();
+    run(
+        "qemu-img",
+        &[
+            "rebase",
+            "-u",
+            "-f",
+            "qcow2",
+            "-b",
+            "c.qcow2",
+            "-F",
+            "qcow2",
+            p(&a),
+        ],
+    );
+    let msg = chain_error(&open(&b).err().unwrap());
+    assert!(msg.contains("cycle") && msg.contains("c.qcow2"), "{msg}");
+}
