@@ -455,3 +455,47 @@ fn cycle_through_a_hard_link_is_an_error() {
     let msg = chain_error(&open(&b).err().unwrap());
     assert!(msg.contains("cycle") && msg.contains("c.qcow2"), "{msg}");
 }
+
+/// A layer holding every other 512-byte sector, for the overlay's own
+/// rules.
+struct Alternate(crate::readat::MemSource);
+
+impl ReadAt for Alternate {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read_at(offset, buf)
+    }
+}
+
+impl super::Layer for Alternate {
+    fn holds(&self, offset: u64, max: u64) -> crate::Result<(bool, u64)> {
+        Ok(((offset / 512) % 2 == 0, (512 - offset % 512).min(max)))
+    }
+}
+
+#[test]
+fn overlay_takes_held_sectors_from_the_child_and_zeros_past_the_parent() {
+    use std::sync::Arc;
+    let child = Arc::new(Alternate(crate::readat::MemSource(vec![1u8; 4096])));
+    // The parent is shorter than the child: what it lacks reads as zeros.
+    let parent = Arc::new(crate::readat::MemSource(vec![2u8; 2560]));
+    let o = super::Overlay::new(child, parent);
+    assert_eq!(o.size(), 4096);
+    let mut buf = vec![0xAAu8; 4096];
+    o.read_exact_at(0, &mut buf).unwrap();
+    for (s, chunk) in buf.chunks(512).enumerate() {
+        let want = match s {
+            s if s % 2 == 0 => 1,
+            s if s < 5 => 2,
+            _ => 0,
+        };
+        assert!(chunk.iter().all(|&b| b == want), "sector {s}");
+    }
+    // Unaligned reads that start and end mid-sector.
+    let mut small = [0u8; 700];
+    o.read_exact_at(300, &mut small).unwrap();
+    assert!(small == buf[300..1000]);
+    assert_eq!(o.read_at(4096, &mut small).unwrap(), 0);
+}
