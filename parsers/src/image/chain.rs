@@ -5,7 +5,7 @@
 //! hands back a [`Layer`] (its reader, which also says which ranges it
 //! holds) and a [`ParentLink`] (how it names its parent and the id the
 //! parent must carry). The resolver here finds and opens the parent
-//! (recursively, through the same content-based dispatch), checks the id,
+//! (and its parents, through the same content-based dispatch), checks ids,
 //! and stacks the two with [`Overlay`]: a range the child holds (data or
 //! explicit zeros) reads from the child, any other from the parent, and
 //! past the parent's end as zeros. The grain/block/cluster granularity

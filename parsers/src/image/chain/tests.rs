@@ -471,7 +471,7 @@ impl ReadAt for Alternate {
 
 impl super::Layer for Alternate {
     fn holds(&self, offset: u64, max: u64) -> crate::Result<(bool, u64)> {
-        Ok(((offset / 512) % 2 == 0, (512 - offset % 512).min(max)))
+        Ok(((offset / 512) & 1 == 0, (512 - offset % 512).min(max)))
     }
 }
 
