@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use restorefs_parsers::image::OpenOptions;
 
 /// Read files out of virtual-machine backup images without booting them.
 #[derive(Parser)]
@@ -18,8 +19,23 @@ struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG also works.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    #[command(flatten)]
+    chain: ChainArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How a delta's parents are found (every command that opens an image).
+#[derive(clap::Args)]
+struct ChainArgs {
+    /// Parent file of a delta, instead of the one its link names;
+    /// repeatable: the first is IMAGE's parent, the next that parent's, ...
+    #[arg(long = "parent", value_name = "FILE", global = true)]
+    parents: Vec<PathBuf>,
+    /// Open a chain whose parent ids (CID, unique id, GUID) disagree, with a
+    /// warning.
+    #[arg(long, global = true)]
+    ignore_link_check: bool,
 }
 
 #[derive(Subcommand)]
@@ -27,6 +43,9 @@ enum Command {
     /// Show the image format, partition table and every volume.
     Info {
         image: PathBuf,
+        /// Every restore point of the chain, each with its volumes.
+        #[arg(long)]
+        all_points: bool,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -45,9 +64,20 @@ enum Command {
         /// One JSON object per entry.
         #[arg(long)]
         json: bool,
+        /// Every restore point of the chain, each as its own top-level
+        /// directory (`/@1-base`, `/@2-delta`, ...; oldest first).
+        #[arg(long)]
+        all_points: bool,
     },
     /// Write a file's bytes to stdout.
-    Cat { image: PathBuf, path: String },
+    Cat {
+        image: PathBuf,
+        path: String,
+        /// Every restore point of the chain, each as its own top-level
+        /// directory (`/@1-base`, `/@2-delta`, ...; oldest first).
+        #[arg(long)]
+        all_points: bool,
+    },
     /// Copy files or trees out of the image, keeping times and modes.
     Cp {
         image: PathBuf,
@@ -60,6 +90,10 @@ enum Command {
         /// Replace files that already exist at the destination.
         #[arg(short, long)]
         force: bool,
+        /// Every restore point of the chain, each as its own top-level
+        /// directory (`/@1-base`, `/@2-delta`, ...; oldest first).
+        #[arg(long)]
+        all_points: bool,
     },
     /// Write the virtual disk, or one volume, as raw bytes.
     Raw {
@@ -83,6 +117,10 @@ enum Command {
         /// Mount options, comma-separated or repeated (allow_other, ...).
         #[arg(short = 'o', value_name = "OPT")]
         options: Vec<String>,
+        /// Every restore point of the chain, each as its own top-level
+        /// directory (`/@1-base`, `/@2-delta`, ...; oldest first).
+        #[arg(long)]
+        all_points: bool,
     },
     /// Unmount a restorefs mount (same as `fusermount3 -u DIR`).
     Umount { dir: PathBuf },
@@ -95,38 +133,62 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    let spec = |all_points| commands::OpenSpec {
+        chain: OpenOptions {
+            parents: cli.chain.parents.clone(),
+            ignore_link_check: cli.chain.ignore_link_check,
+        },
+        all_points,
+    };
     let result = match cli.command {
-        Command::Info { image, json } => commands::info::run(&image, json),
+        Command::Info {
+            image,
+            json,
+            all_points,
+        } => commands::info::run(&image, json, &spec(all_points)),
         Command::Ls {
             image,
             path,
             long,
             recursive,
             json,
-        } => commands::ls::run(&image, &path, long, recursive, json),
-        Command::Cat { image, path } => commands::cat::run(&image, &path),
+            all_points,
+        } => commands::ls::run(&image, &path, long, recursive, json, &spec(all_points)),
+        Command::Cat {
+            image,
+            path,
+            all_points,
+        } => commands::cat::run(&image, &path, &spec(all_points)),
         Command::Cp {
             image,
             mut paths,
             recursive,
             force,
+            all_points,
         } => {
             // clap guarantees at least two.
             let dest = PathBuf::from(paths.pop().unwrap_or_default());
-            commands::cp::run(&image, &paths, &dest, recursive, force)
+            commands::cp::run(&image, &paths, &dest, recursive, force, &spec(all_points))
         }
         Command::Raw {
             image,
             volume,
             output,
             force,
-        } => commands::raw::run(&image, volume.as_deref(), output.as_deref(), force),
+        } => commands::raw::run(
+            &image,
+            volume.as_deref(),
+            output.as_deref(),
+            force,
+            &spec(false),
+        ),
         Command::Mount {
             image,
             dir,
             foreground,
             options,
-        } => commands::mount::run(&image, &dir, foreground, &options),
+            all_points,
+        } => commands::mount::run(&image, &dir, foreground, &options, &spec(all_points)),
         Command::Umount { dir } => commands::mount::umount(&dir),
     };
     match result {

@@ -18,13 +18,8 @@ use restorefs_parsers::{ReadAt, Source};
 /// Opens and walks everything, reading every file; returns how many nodes
 /// were visited. Every error is tolerated.
 fn walk_all(disk: Source) -> usize {
-    let image = Image {
-        file_bytes: disk.size(),
-        disk,
-        format: "raw",
-        details: Vec::new(),
-        notes: Vec::new(),
-    };
+    let size = disk.size();
+    let image = Image::new(disk, "raw", size);
     let Ok(tree) = RestoreTree::from_image(image) else {
         return 0;
     };

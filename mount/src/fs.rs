@@ -81,6 +81,10 @@ impl RestoreFs {
         match node {
             _ if node == self.root => "/".into(),
             Node::Root => "/".into(),
+            Node::Point(k) => match self.tree.points.get(k) {
+                Some(p) => format!("/{}", p.name),
+                None => format!("restore point #{k}"),
+            },
             Node::Raw(v) => match self.tree.volumes.get(v) {
                 Some(vol) => format!("/{}.img", vol.name),
                 None => format!("volume #{v}"),
@@ -765,13 +769,7 @@ mod tests {
 
     /// A 1 MiB disk of zeros: no table, no filesystem, one raw volume.
     fn blank() -> RestoreFs {
-        let image = Image {
-            disk: Arc::new(MemSource(vec![0; 1 << 20])),
-            format: "raw",
-            file_bytes: 1 << 20,
-            details: Vec::new(),
-            notes: Vec::new(),
-        };
+        let image = Image::new(Arc::new(MemSource(vec![0; 1 << 20])), "raw", 1 << 20);
         RestoreFs::new(RestoreTree::from_image(image).unwrap(), "blank".into())
     }
 

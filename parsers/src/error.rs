@@ -38,6 +38,10 @@ pub enum Error {
     /// A readlink on something that is not a symlink.
     #[error("{0}: not a symbolic link")]
     NotASymlink(String),
+    /// A chain of restore points that does not hold together: a missing
+    /// parent, a parent whose id disagrees, a cycle.
+    #[error("chain: {0}")]
+    Chain(String),
     /// An error with the name of what was being read around it (image, volume).
     #[error("{context}: {source}")]
     Context {

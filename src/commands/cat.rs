@@ -2,11 +2,11 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{open, CliError, CliResult};
+use super::{open, CliError, CliResult, OpenSpec};
 
 /// `restorefs cat IMAGE PATH`.
-pub fn run(image: &Path, path: &str) -> CliResult {
-    let tree = open(image)?;
+pub fn run(image: &Path, path: &str, spec: &OpenSpec) -> CliResult {
+    let tree = open(image, spec)?;
     let node = tree.resolve(path).map_err(|e| CliError::at(image, e))?;
     let size = tree.stat(node).map_err(|e| CliError::at(image, e))?.size;
     let stdout = io::stdout();

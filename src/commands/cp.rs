@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 use restorefs_parsers::tree::{copy_out, safe_name, CopyOptions, CopyReport};
 
-use super::{open, CliError, CliResult};
+use super::{open, CliError, CliResult, OpenSpec};
 
 /// `restorefs cp IMAGE PATH... DEST [-r] [--force]`.
 ///
@@ -15,8 +15,9 @@ pub fn run(
     dest: &Path,
     recursive: bool,
     force: bool,
+    spec: &OpenSpec,
 ) -> CliResult {
-    let tree = open(image)?;
+    let tree = open(image, spec)?;
     let dest_is_dir = dest.is_dir();
     if sources.len() > 1 && !dest_is_dir {
         return Err(CliError(format!(

@@ -5,19 +5,89 @@ use restorefs_parsers::tree::{RestoreTree, VolumeState};
 use restorefs_parsers::volume::Scheme;
 use serde_json::{json, Value};
 
-use super::{open, CliResult};
+use restorefs_parsers::image::{self, ChainLayer};
+
+use super::{open, warn_failed_links, CliError, CliResult, OpenSpec};
 use crate::format::human_bytes;
 
-/// `restorefs info IMAGE [--json]`.
-pub fn run(image: &Path, json: bool) -> CliResult {
-    let tree = open(image)?;
-    let v = describe(image, &tree);
+/// `restorefs info IMAGE [--json] [--all-points]`.
+///
+/// With `--all-points`, the chain and then each restore point (oldest
+/// first) as `info` of that point alone would show it.
+pub fn run(image: &Path, json: bool, spec: &OpenSpec) -> CliResult {
+    if !spec.all_points {
+        let tree = open(image, spec)?;
+        let v = describe(image, &tree);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        } else {
+            print_text(&v);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let img = image::open_with(image, &spec.chain).map_err(|e| CliError::at(image, e))?;
+    warn_failed_links(&img.chain);
+    let chain = chain_json(&img.chain);
+    let mut points = Vec::new();
+    for (k, point) in img.into_points().into_iter().enumerate() {
+        let file = point.chain.first().map(|l| l.file.clone());
+        let file = file.as_deref().unwrap_or(image);
+        let tree = RestoreTree::from_image(point).map_err(|e| CliError::at(file, e))?;
+        let mut v = describe(file, &tree);
+        let stem = file
+            .file_stem()
+            .map_or_else(|| "point".into(), |s| s.to_string_lossy().into_owned());
+        v["point"] = json!(format!("@{}-{stem}", k + 1));
+        points.push(v);
+    }
     if json {
+        let v = json!({ "image": image.display().to_string(), "chain": chain, "points": points });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        print_text(&v);
+        print_chain(&chain);
+        for v in &points {
+            println!();
+            println!("== {} ==", v["point"].as_str().unwrap_or(""));
+            print_text(v);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn chain_json(chain: &[ChainLayer]) -> Value {
+    json!(chain
+        .iter()
+        .map(|l| json!({
+            "file": l.file.display().to_string(),
+            "format": l.format,
+            "link": l.link,
+            "parent": l.parent.as_ref().map(|p| p.display().to_string()),
+            "check": l.check,
+        }))
+        .collect::<Vec<_>>())
+}
+
+/// The chain, newest first: each file, its format, its link and check.
+fn print_chain(chain: &Value) {
+    let layers = chain.as_array().map_or(&[][..], |a| a.as_slice());
+    if layers.len() < 2 {
+        return;
+    }
+    for (i, l) in layers.iter().enumerate() {
+        println!(
+            "{:<11} {} ({})",
+            if i == 0 { "chain:" } else { "" },
+            l["file"].as_str().unwrap_or(""),
+            l["format"].as_str().unwrap_or("")
+        );
+        if let Some(link) = l["link"].as_str() {
+            println!(
+                "              parent link {link} -> {}: {}",
+                l["parent"].as_str().unwrap_or("?"),
+                l["check"].as_str().unwrap_or("")
+            );
+        }
+    }
 }
 
 fn describe(image: &Path, tree: &RestoreTree) -> Value {
@@ -92,6 +162,7 @@ fn describe(image: &Path, tree: &RestoreTree) -> Value {
         "file_bytes": img.file_bytes,
         "details": img.details.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
         "notes": img.notes,
+        "chain": chain_json(&img.chain),
         "partition_table": table,
         "volumes": volumes,
     })
@@ -112,6 +183,7 @@ fn print_text(v: &Value) {
     for n in v["notes"].as_array().into_iter().flatten() {
         println!("note:       {}", n.as_str().unwrap_or(""));
     }
+    print_chain(&v["chain"]);
     let t = &v["partition_table"];
     let mut scheme = t["scheme"].as_str().unwrap_or("").to_string();
     if let Some(g) = t["disk_guid"].as_str() {

@@ -5,12 +5,19 @@ use std::process::ExitCode;
 use restorefs_parsers::fs::FileType;
 use restorefs_parsers::tree::{Node, RestoreTree};
 
-use super::{open, CliError, CliResult};
+use super::{open, CliError, CliResult, OpenSpec};
 use crate::format::{mode_string, stat_json, time_string};
 
 /// `restorefs ls IMAGE [PATH] [-l] [-R] [--json]`.
-pub fn run(image: &Path, path: &str, long: bool, recursive: bool, json: bool) -> CliResult {
-    let tree = open(image)?;
+pub fn run(
+    image: &Path,
+    path: &str,
+    long: bool,
+    recursive: bool,
+    json: bool,
+    spec: &OpenSpec,
+) -> CliResult {
+    let tree = open(image, spec)?;
     let node = tree.resolve(path).map_err(|e| CliError::at(image, e))?;
     let st = tree.stat(node).map_err(|e| CliError::at(image, e))?;
     let stdout = io::stdout();

@@ -10,6 +10,7 @@ pub mod raw;
 use std::fmt;
 use std::path::Path;
 
+use restorefs_parsers::image::{ChainLayer, OpenOptions};
 use restorefs_parsers::tree::RestoreTree;
 
 /// An error for the user: one line naming the image.
@@ -30,7 +31,35 @@ impl CliError {
 
 pub type CliResult = Result<std::process::ExitCode, CliError>;
 
-/// Opens the restore point at `image`.
-pub fn open(image: &Path) -> Result<RestoreTree, CliError> {
-    RestoreTree::open(image).map_err(|e| CliError::at(image, e))
+/// How a command opens its image: parent overrides and link checks, and
+/// whether to show every restore point of the chain.
+pub struct OpenSpec {
+    pub chain: OpenOptions,
+    pub all_points: bool,
+}
+
+/// Opens the restore point at `image` (or, with `--all-points`, every point
+/// of its chain), warning on stderr about links opened despite a failed
+/// check.
+pub fn open(image: &Path, spec: &OpenSpec) -> Result<RestoreTree, CliError> {
+    let tree = if spec.all_points {
+        RestoreTree::open_points(image, &spec.chain)
+    } else {
+        restorefs_parsers::image::open_with(image, &spec.chain).and_then(RestoreTree::from_image)
+    }
+    .map_err(|e| CliError::at(image, e))?;
+    warn_failed_links(&tree.image.chain);
+    Ok(tree)
+}
+
+/// Tells the user which links `--ignore-link-check` let through.
+pub fn warn_failed_links(chain: &[ChainLayer]) {
+    for l in chain.iter().filter(|l| l.check.starts_with("FAILED")) {
+        eprintln!(
+            "restorefs: warning: {} -> {}: parent link check {}",
+            l.file.display(),
+            l.parent.as_deref().unwrap_or(Path::new("?")).display(),
+            l.check
+        );
+    }
 }

@@ -8,21 +8,27 @@ use std::process::ExitCode;
 
 use restorefs_mount::MountOptions;
 
-use super::{open, CliError, CliResult};
+use super::{open, CliError, CliResult, OpenSpec};
 
 /// `restorefs mount IMAGE DIR [-f] [-o OPT...]`.
 ///
 /// Everything that can fail for a reason the user can fix (options, the
 /// mountpoint, the image) is checked before forking, so the error is
 /// printed by the command itself and no process is left behind.
-pub fn run(image: &Path, dir: &Path, foreground: bool, opts: &[String]) -> CliResult {
+pub fn run(
+    image: &Path,
+    dir: &Path,
+    foreground: bool,
+    opts: &[String],
+    spec: &OpenSpec,
+) -> CliResult {
     let image_abs = image.canonicalize().map_err(|e| CliError::at(image, e))?;
     let mut options = MountOptions::new(&image_abs.to_string_lossy());
     for o in opts {
         options.add(o).map_err(|e| CliError(format!("-o {e}")))?;
     }
     let dir = check_mountpoint(dir)?;
-    let tree = open(image)?;
+    let tree = open(image, spec)?;
 
     if foreground {
         let mounted = restorefs_mount::mount(tree, &dir, &options)

@@ -5,11 +5,17 @@ use std::process::ExitCode;
 
 use restorefs_parsers::{ReadAt, Source};
 
-use super::{open, CliError, CliResult};
+use super::{open, CliError, CliResult, OpenSpec};
 
 /// `restorefs raw IMAGE [VOLUME] [-o FILE]`.
-pub fn run(image: &Path, volume: Option<&str>, output: Option<&Path>, force: bool) -> CliResult {
-    let tree = open(image)?;
+pub fn run(
+    image: &Path,
+    volume: Option<&str>,
+    output: Option<&Path>,
+    force: bool,
+    spec: &OpenSpec,
+) -> CliResult {
+    let tree = open(image, spec)?;
     let src: Source = match volume {
         None => tree.image.disk.clone(),
         Some(name) => {

@@ -1,7 +1,10 @@
 //! Image containers: the files of a restore point -> one virtual disk.
 //!
-//! Formats are found by content, never by file name.
+//! Formats are found by content, never by file name. Deltas are opened
+//! over their parents by [`chain`]: [`open`] follows the links written in
+//! the files, [`open_with`] takes overrides.
 
+pub mod chain;
 pub mod qcow2;
 mod raw;
 pub mod vhd;
@@ -13,6 +16,8 @@ use std::sync::Arc;
 
 use crate::readat::FileSource;
 use crate::{Error, Result, Source};
+use chain::Opened;
+pub use chain::{ChainLayer, Ident, OpenOptions};
 
 /// An opened restore point: its virtual disk and what it is made of.
 pub struct Image {
@@ -27,13 +32,65 @@ pub struct Image {
     pub details: Vec<(String, String)>,
     /// Warnings for `info` (chain links, recovered damage).
     pub notes: Vec<String>,
+    /// The files the disk is read through, newest first (one for a lone
+    /// image).
+    pub chain: Vec<ChainLayer>,
+    /// The restore point below this one when this is a delta, opened on
+    /// its own (for `--all-points`).
+    pub parent: Option<Box<Image>>,
+    /// The id deltas name this image by (CID, unique id, GUID), if any.
+    pub ident: Option<Ident>,
 }
 
-/// Opens the image at `path` read-only and decodes its container.
+impl Image {
+    /// An image of one file with no chain facts yet.
+    pub fn new(disk: Source, format: &'static str, file_bytes: u64) -> Image {
+        Image {
+            disk,
+            format,
+            file_bytes,
+            details: Vec::new(),
+            notes: Vec::new(),
+            chain: Vec::new(),
+            parent: None,
+            ident: None,
+        }
+    }
+
+    /// Every restore point of the chain, oldest (the base) first, each
+    /// read as it was at that point; this image is the last.
+    pub fn into_points(self) -> Vec<Image> {
+        let mut points = Vec::new();
+        let mut cur = Some(self);
+        while let Some(mut img) = cur {
+            cur = img.parent.take().map(|b| *b);
+            points.push(img);
+        }
+        points.reverse();
+        points
+    }
+}
+
+/// Opens the image at `path` read-only and decodes its container, with
+/// its parents if it is a delta.
 pub fn open(path: &Path) -> Result<Image> {
-    let file = FileSource::open(path).map_err(|e| Error::io("image", 0, e))?;
+    open_with(path, &OpenOptions::default())
+}
+
+/// [`open`] with parent overrides and link-check policy.
+pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Image> {
+    chain::open_chain(path, opts)
+}
+
+/// Opens the one file at `path` (as raw bytes if `raw`), without its parents.
+fn open_one(path: &Path, raw: bool) -> Result<Opened> {
+    let file = FileSource::open(path)
+        .map_err(|e| Error::io("image", 0, e).context(path.display().to_string()))?;
     let file_bytes = crate::ReadAt::size(&file);
     let file: Source = Arc::new(file);
+    if raw {
+        return raw::open(file, file_bytes).map(Opened::from);
+    }
     if qcow2::probe(&*file) {
         return qcow2::open(path, file);
     }
@@ -48,5 +105,5 @@ pub fn open(path: &Path) -> Result<Image> {
     if vmdk::probe(&head[..got], file_bytes) {
         return vmdk::open(path, file);
     }
-    raw::open(file, file_bytes)
+    raw::open(file, file_bytes).map(Opened::from)
 }

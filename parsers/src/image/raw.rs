@@ -4,11 +4,5 @@ use super::Image;
 use crate::{Result, Source};
 
 pub(super) fn open(file: Source, file_bytes: u64) -> Result<Image> {
-    Ok(Image {
-        disk: file,
-        format: "raw",
-        file_bytes,
-        details: Vec::new(),
-        notes: Vec::new(),
-    })
+    Ok(Image::new(file, "raw", file_bytes))
 }

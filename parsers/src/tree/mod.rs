@@ -4,6 +4,12 @@
 //! raw `p<N>.img` file for each volume whose filesystem restorefs cannot read,
 //! so other tools can still be pointed at it. A bare filesystem image is the
 //! root itself. Front ends (`mount/`, the CLI) only ever talk to this layer.
+//!
+//! A tree over every restore point of a chain ([`RestoreTree::open_points`])
+//! lists one directory per point at the root (`@1-base`, `@2-delta1`, ...,
+//! oldest first), each holding what the root of that point alone would.
+//! The volumes of all points sit in one list, so [`Node::Fs`] and
+//! [`Node::Raw`] stay as they are; only [`Node::Point`] is new.
 
 mod copy;
 mod volumes;
@@ -29,16 +35,21 @@ pub enum Node {
     Raw(usize),
     /// Node `id` of the filesystem on volume `i`.
     Fs(usize, NodeId),
+    /// The directory of restore point `k` (0 = oldest) in a tree over every
+    /// point of a chain, when that point is a partitioned disk.
+    Point(usize),
 }
 
 impl Node {
     /// A stable inode number: unique within one tree, the same every time
     /// the image is opened. The fs node id sits in the low 48 bits (ext inode
-    /// and NTFS record numbers fit), the volume above it.
+    /// and NTFS record numbers fit), the volume above it. Point directories
+    /// take the small numbers from 2 on, which no volume uses.
     pub fn ino(self) -> u64 {
         const LOW: u64 = (1 << 48) - 1;
         match self {
             Node::Root => 1,
+            Node::Point(k) => (k as u64).saturating_add(2).min(LOW),
             Node::Raw(v) => ((v as u64 + 1) << 48) | LOW,
             Node::Fs(v, id) => ((v as u64 + 1) << 48) | (id & LOW),
         }
@@ -49,6 +60,9 @@ impl Node {
         const LOW: u64 = (1 << 48) - 1;
         if ino == 1 {
             return Some(Node::Root);
+        }
+        if ino >> 48 == 0 {
+            return Some(Node::Point(usize::try_from(ino.checked_sub(2)?).ok()?));
         }
         let v = (ino >> 48).checked_sub(1)? as usize;
         Some(match ino & LOW {
@@ -79,6 +93,22 @@ pub struct RestoreTree {
     /// Times shown for the synthetic root and raw volume files: the image
     /// file's modification time, so `ls -l` says when the backup was taken.
     pub image_time: Timespec,
+    /// For a tree over every point of a chain: the points, oldest first
+    /// (empty for one restore point).
+    pub points: Vec<Point>,
+}
+
+/// One restore point in a tree over a whole chain.
+pub struct Point {
+    /// `@<k>-<file stem>`, k from 1 for the oldest.
+    pub name: String,
+    /// The file this point is read from (the newest file at that point).
+    pub file: std::path::PathBuf,
+    /// The point's volumes: `volumes[first..first + count]` of the tree.
+    pub first: usize,
+    pub count: usize,
+    /// The point's directory: [`Node::Point`], or a bare filesystem's root.
+    pub root: Node,
 }
 
 impl RestoreTree {
@@ -99,6 +129,46 @@ impl RestoreTree {
         Ok(tree)
     }
 
+    /// Opens every restore point of the chain ending at `path` as one tree
+    /// with a directory per point (see the module docs).
+    pub fn open_points(path: &Path, opts: &image::OpenOptions) -> Result<RestoreTree> {
+        let image = image::open_with(path, opts)?;
+        let files: Vec<std::path::PathBuf> =
+            image.chain.iter().rev().map(|l| l.file.clone()).collect();
+        let mut volumes = Vec::new();
+        let mut points = Vec::new();
+        let mut newest = None;
+        for (k, (img, file)) in image.into_points().into_iter().zip(files).enumerate() {
+            let sub = Self::from_image(img)?;
+            let first = volumes.len();
+            let root = match sub.root() {
+                Node::Fs(v, id) => Node::Fs(v + first, id),
+                _ => Node::Point(k),
+            };
+            let stem = file
+                .file_stem()
+                .map_or_else(|| "point".into(), |s| s.to_string_lossy().into_owned());
+            points.push(Point {
+                name: format!("@{}-{stem}", k + 1),
+                file,
+                first,
+                count: sub.volumes.len(),
+                root,
+            });
+            volumes.extend(sub.volumes);
+            newest = Some((sub.image, sub.table));
+        }
+        let (image, table) = newest.ok_or_else(|| Error::NotFound(path.display().to_string()))?;
+        Ok(RestoreTree {
+            image,
+            table,
+            volumes,
+            bare: false,
+            image_time: Timespec::default(),
+            points,
+        })
+    }
+
     /// Reads the partition table and filesystems of an opened image.
     pub fn from_image(image: Image) -> Result<RestoreTree> {
         let table = volume::scan(&image.disk)?;
@@ -115,11 +185,15 @@ impl RestoreTree {
             volumes,
             bare,
             image_time: Timespec::default(),
+            points: Vec::new(),
         })
     }
 
     /// The tree's root node.
     pub fn root(&self) -> Node {
+        if !self.points.is_empty() {
+            return Node::Root;
+        }
         match (self.bare, self.volumes.first().and_then(|v| v.fs())) {
             (true, Some(fs)) => Node::Fs(0, fs.root()),
             _ => Node::Root,
@@ -143,11 +217,29 @@ impl RestoreTree {
         })
     }
 
-    /// The entries at the root of a partitioned disk.
+    /// The entries at the root: the points of a chain tree, or the volumes.
     fn root_entries(&self) -> Vec<Entry> {
+        if self.points.is_empty() {
+            return self.volume_entries(0, self.volumes.len());
+        }
+        self.points
+            .iter()
+            .map(|p| Entry {
+                name: p.name.clone().into(),
+                node: p.root,
+                kind: FileType::Dir,
+            })
+            .collect()
+    }
+
+    /// The entries for volumes `first..first + count`: a directory per
+    /// readable filesystem, a raw image per other volume.
+    fn volume_entries(&self, first: usize, count: usize) -> Vec<Entry> {
         self.volumes
             .iter()
             .enumerate()
+            .skip(first)
+            .take(count)
             .filter(|(_, v)| !v.is_container())
             .map(|(i, v)| match v.fs() {
                 Some(_) => Entry {
@@ -164,11 +256,25 @@ impl RestoreTree {
             .collect()
     }
 
+    /// The entries of point directory `k`.
+    fn point_entries(&self, k: usize) -> Result<Vec<Entry>> {
+        let p = self
+            .points
+            .get(k)
+            .ok_or_else(|| Error::NotFound(format!("restore point #{k}")))?;
+        Ok(self.volume_entries(p.first, p.count))
+    }
+
     /// The node named `name` in `dir`, if any.
     pub fn lookup(&self, dir: Node, name: &OsStr) -> Result<Option<Node>> {
         match dir {
             Node::Root => Ok(self
                 .root_entries()
+                .into_iter()
+                .find(|e| e.name == name)
+                .map(|e| e.node)),
+            Node::Point(k) => Ok(self
+                .point_entries(k)?
                 .into_iter()
                 .find(|e| e.name == name)
                 .map(|e| e.node)),
@@ -183,6 +289,7 @@ impl RestoreTree {
     pub fn read_dir(&self, dir: Node) -> Result<Vec<Entry>> {
         match dir {
             Node::Root => Ok(self.root_entries()),
+            Node::Point(k) => self.point_entries(k),
             Node::Raw(v) => Err(Error::NotADirectory(format!(
                 "{}.img",
                 self.volumes[v].name
@@ -207,7 +314,14 @@ impl RestoreTree {
                 FileType::Dir,
                 0,
                 0o555,
-                2 + self.volumes.len() as u32,
+                2 + self.root_entries().len() as u32,
+            )),
+            Node::Point(k) => Ok(synthetic_stat(
+                self.image_time,
+                FileType::Dir,
+                0,
+                0o555,
+                2 + self.point_entries(k)?.len() as u32,
             )),
             Node::Raw(v) => Ok(synthetic_stat(
                 self.image_time,
@@ -224,6 +338,11 @@ impl RestoreTree {
     pub fn read(&self, node: Node, offset: u64, buf: &mut [u8]) -> Result<usize> {
         match node {
             Node::Root => Err(Error::IsADirectory("/".into())),
+            Node::Point(k) => Err(Error::IsADirectory(
+                self.points
+                    .get(k)
+                    .map_or_else(String::new, |p| p.name.clone()),
+            )),
             Node::Raw(v) => {
                 let vol = self
                     .volumes
@@ -273,7 +392,7 @@ impl RestoreTree {
     /// The volume index a node lives on, if any.
     pub fn volume_of(&self, node: Node) -> Option<&TreeVolume> {
         match node {
-            Node::Root => None,
+            Node::Root | Node::Point(_) => None,
             Node::Raw(v) | Node::Fs(v, _) => self.volumes.get(v),
         }
     }
@@ -313,6 +432,8 @@ mod tests {
             Node::Raw(7),
             Node::Fs(0, 5),
             Node::Fs(3, 1 << 40),
+            Node::Point(0),
+            Node::Point(41),
         ] {
             assert_eq!(Node::from_ino(n.ino()), Some(n));
         }

@@ -7,8 +7,12 @@
 //! (decompressed through the cache), or zeros. Reads map runs of
 //! host-contiguous clusters to one positional read.
 //!
-//! Refused rather than guessed: backing files, external data files,
-//! encryption and unknown incompatible features. Internal snapshots are
+//! With a backing file the image is a delta: unallocated clusters (and,
+//! with extended L2, unallocated subclusters) read from the backing file
+//! through [`crate::image::chain`], zero clusters read as zeros.
+//!
+//! Refused rather than guessed: external data files, encryption and
+//! unknown incompatible features. Internal snapshots are
 //! ignored: the active L1 table is the disk.
 
 mod compressed;
@@ -25,6 +29,7 @@ use crate::cache::ChunkCache;
 use crate::readat::clamp_len;
 use crate::{Error, ReadAt, Result, Source};
 
+use super::chain::{Layer, Opened, ParentLink};
 use super::Image;
 use header::{Extensions, Header, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY};
 use table::{Compressed, Geometry, L2Entry, Unit};
@@ -53,9 +58,10 @@ pub fn probe(file: &dyn ReadAt) -> bool {
 
 /// Opens the qcow2 image in `file` (read from `path`, named in messages)
 /// as a virtual disk.
-pub fn open(path: &Path, file: Source) -> Result<Image> {
+pub(crate) fn open(path: &Path, file: Source) -> Result<Opened> {
     let file_bytes = file.size();
-    let (disk, notes) = Qcow2Disk::new(path, file)?;
+    let (disk, notes) = Qcow2Disk::new(path, file.clone())?;
+    let backing = backing_link(&disk.header, &disk.ext, &*file);
     let allocated = match disk.count_allocated() {
         Some(n) => format!("{n} bytes"),
         None => "not counted (many L2 tables, or unreadable ones)".to_string(),
@@ -85,12 +91,48 @@ pub fn open(path: &Path, file: Source) -> Result<Image> {
             format!("{} bytes", disk.cache.stats().budget),
         ),
     ];
-    Ok(Image {
-        disk: Arc::new(disk),
+    let disk = Arc::new(disk);
+    let delta = backing.map(|link| (disk.clone() as Arc<dyn Layer>, link));
+    let image = Image {
+        disk,
         format: "qcow2",
         file_bytes,
         details,
         notes,
+        chain: Vec::new(),
+        parent: None,
+        ident: None,
+    };
+    Ok(Opened {
+        image,
+        delta,
+        ident: None,
+    })
+}
+
+/// The backing file the header names, if any.
+fn backing_link(h: &Header, ext: &Extensions, file: &dyn ReadAt) -> Option<ParentLink> {
+    // qemu reads an empty name as no backing file.
+    if h.backing_file_offset == 0 || h.backing_file_size == 0 {
+        return None;
+    }
+    // The spec caps names at 1023 bytes.
+    let len = h.backing_file_size.min(1023) as usize;
+    let mut name = vec![0u8; len];
+    let name = match file.read_exact_at(h.backing_file_offset, &mut name) {
+        Ok(()) => String::from_utf8_lossy(&name).into_owned(),
+        Err(_) => format!("<unreadable name at offset {}>", h.backing_file_offset),
+    };
+    let format = ext.backing_format.clone();
+    Some(ParentLink {
+        written: match &format {
+            Some(f) => format!("{name} (format {f})"),
+            None => name.clone(),
+        },
+        names: vec![name],
+        expect: None,
+        also: None,
+        raw: format.as_deref() == Some("raw"),
     })
 }
 
@@ -108,12 +150,16 @@ pub struct Qcow2Disk {
     l1_offset: u64,
     cache: &'static ChunkCache,
     owner: u64,
+    header: Header,
+    ext: Extensions,
 }
 
 /// A stretch of guest bytes with one way of reading them.
 #[derive(Debug, Clone, Copy)]
 enum Run {
     Zero,
+    /// Not allocated here: the backing file's, zeros without one.
+    Unallocated,
     /// Host offset of the run's first byte.
     Data(u64),
     /// The cluster's compressed bytes and the run's offset in the cluster.
@@ -139,7 +185,7 @@ impl Qcow2Disk {
             .map_err(|e| Error::io(LAYER, 0, e))?;
         let ext = Extensions::parse(&first, h.extensions_start())?;
 
-        refuse_unsupported(path, &h, &ext, &*file)?;
+        refuse_unsupported(path, &h, &ext)?;
         let mut notes = Vec::new();
         if h.incompatible & INCOMPAT_DIRTY != 0 {
             notes.push(
@@ -175,6 +221,8 @@ impl Qcow2Disk {
                 l1_offset: h.l1_table_offset,
                 cache: ChunkCache::global(),
                 owner: ChunkCache::owner(),
+                header: h,
+                ext,
             },
             notes,
         ))
@@ -215,7 +263,7 @@ impl Qcow2Disk {
             .and_then(|i| self.l1.get(i))
             .ok_or_else(|| Error::corrupt(LAYER, l1_at, "guest offset past the L1 table"))?;
         let Some(l2_off) = table::l2_table_offset(*entry, geo, l1_at)? else {
-            return Ok((Run::Zero, max));
+            return Ok((Run::Unallocated, max));
         };
         let t = self.l2_table(l2_off)?;
 
@@ -244,6 +292,7 @@ impl Qcow2Disk {
                 return Ok((Run::Compressed(c, in_cluster), len));
             }
             Unit::Zero => Run::Zero,
+            Unit::Unallocated => Run::Unallocated,
             Unit::Data(h) => Run::Data(h + (pos & unit_mask)),
         };
         // Grow the run over following units that read the same way; an
@@ -253,6 +302,7 @@ impl Qcow2Disk {
             let next = pos + len;
             let same = match (run, unit_at(next)) {
                 (Run::Zero, Ok(Unit::Zero)) => true,
+                (Run::Unallocated, Ok(Unit::Unallocated)) => true,
                 (Run::Data(h), Ok(Unit::Data(n))) => n == h + len,
                 _ => false,
             };
@@ -283,7 +333,7 @@ impl Qcow2Disk {
             // len <= buf.len() by construction, and > 0.
             let (head, tail) = std::mem::take(&mut buf).split_at_mut(len as usize);
             match run {
-                Run::Zero => head.fill(0),
+                Run::Zero | Run::Unallocated => head.fill(0),
                 Run::Data(host) => self.read_data(host, pos, head)?,
                 Run::Compressed(c, in_cluster) => {
                     let cluster = self.decompressed(c)?;
@@ -375,7 +425,7 @@ impl Qcow2Disk {
                 let e = L2Entry::read(&t, i, self.geo)?;
                 for sub in 0..units as u32 {
                     match e.unit(sub, self.geo, off).ok()? {
-                        Unit::Zero => {}
+                        Unit::Zero | Unit::Unallocated => {}
                         _ => total += 1 << self.geo.unit_bits(),
                     }
                 }
@@ -383,6 +433,13 @@ impl Qcow2Disk {
         }
         // Tables can map past the virtual size; those bytes are never read.
         Some(total.min(self.size))
+    }
+}
+
+impl Layer for Qcow2Disk {
+    fn holds(&self, offset: u64, max: u64) -> Result<(bool, u64)> {
+        let (run, len) = self.map_run(offset, max)?;
+        Ok((!matches!(run, Run::Unallocated), len))
     }
 }
 
@@ -404,8 +461,8 @@ impl ReadAt for Qcow2Disk {
 
 /// Fails with a clear `Unsupported` for what this reader cannot read
 /// correctly: encryption, external data files, unknown incompatible
-/// features, and backing files (whose data would otherwise read as zeros).
-fn refuse_unsupported(path: &Path, h: &Header, ext: &Extensions, file: &dyn ReadAt) -> Result<()> {
+/// features.
+fn refuse_unsupported(path: &Path, h: &Header, ext: &Extensions) -> Result<()> {
     if h.crypt_method != 0 {
         let how = match h.crypt_method {
             1 => "AES",
@@ -442,28 +499,6 @@ fn refuse_unsupported(path: &Path, h: &Header, ext: &Extensions, file: &dyn Read
                 "{}: unknown incompatible features: {}",
                 path.display(),
                 names.join(", ")
-            ),
-        ));
-    }
-    // qemu reads an empty name as no backing file.
-    if h.backing_file_offset != 0 && h.backing_file_size != 0 {
-        // The spec caps names at 1023 bytes.
-        let len = h.backing_file_size.min(1023) as usize;
-        let mut name = vec![0u8; len];
-        let name = match file.read_exact_at(h.backing_file_offset, &mut name) {
-            Ok(()) => String::from_utf8_lossy(&name).into_owned(),
-            Err(_) => format!("<unreadable name at offset {}>", h.backing_file_offset),
-        };
-        let format = ext
-            .backing_format
-            .as_deref()
-            .map(|f| format!(", format {f}"))
-            .unwrap_or_default();
-        return Err(Error::unsupported(
-            LAYER,
-            format!(
-                "{}: has backing file {name}{format}; backing chains are not read yet",
-                path.display()
             ),
         ));
     }

@@ -97,9 +97,10 @@ pub(super) struct Compressed {
 /// What one unit (see [`Geometry::unit_bits`]) of guest space reads as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Unit {
-    /// Zeros: a zero cluster or subcluster, or nothing allocated (there is
-    /// no backing file to ask, as images with one are refused).
+    /// Zeros: a zero cluster or subcluster.
     Zero,
+    /// Not allocated: the backing file's bytes, or zeros without one.
+    Unallocated,
     /// Stored uncompressed from this host offset.
     Data(u64),
     /// The whole cluster is compressed.
@@ -148,8 +149,10 @@ impl L2Entry {
             ));
         }
         if !geo.extended {
-            return Ok(if self.word & L2E_ZERO != 0 || host == 0 {
+            return Ok(if self.word & L2E_ZERO != 0 {
                 Unit::Zero
+            } else if host == 0 {
+                Unit::Unallocated
             } else {
                 Unit::Data(host)
             });
@@ -168,8 +171,8 @@ impl L2Entry {
                 format!("subcluster {sub} is allocated in a cluster with no host offset"),
             )),
             (true, false) => Ok(Unit::Data(host + (u64::from(sub) << geo.unit_bits()))),
-            // Zero, or unallocated with no backing file: both read as zeros.
-            (false, _) => Ok(Unit::Zero),
+            (false, true) => Ok(Unit::Zero),
+            (false, false) => Ok(Unit::Unallocated),
         }
     }
 

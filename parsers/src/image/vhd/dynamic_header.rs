@@ -33,6 +33,8 @@ pub struct DynamicHeader {
     /// Bytes of data per block (a power of two in practice; a multiple of
     /// 512 is all the reader needs).
     pub block_size: u32,
+    /// The parent's unique id (its footer's), for differencing disks.
+    pub parent_unique_id: [u8; 16],
     /// The parent's file name, for differencing disks.
     pub parent_name: String,
     /// Non-empty parent locators, for differencing disks.
@@ -92,7 +94,10 @@ impl DynamicHeader {
                 (be32(e, 0) != 0 && loc.data_length != 0).then_some(loc)
             })
             .collect();
+        let mut parent_unique_id = [0u8; 16];
+        parent_unique_id.copy_from_slice(&bytes[40..56]);
         Ok(DynamicHeader {
+            parent_unique_id,
             table_offset: be64(bytes, 16),
             max_table_entries: be32(bytes, 28),
             block_size,

@@ -44,6 +44,8 @@ pub struct Footer {
     /// instead of `current_size`; for the images qemu writes the two agree.
     pub geometry: (u16, u8, u8),
     pub disk_type: DiskType,
+    /// The disk's unique id, which differencing children record.
+    pub unique_id: [u8; 16],
 }
 
 /// The VHD checksum: one's complement of the byte sum, skipping the 4-byte
@@ -122,6 +124,8 @@ impl Footer {
         let geometry = be32(bytes, 56);
         let mut creator_app = [0u8; 4];
         creator_app.copy_from_slice(&bytes[28..32]);
+        let mut unique_id = [0u8; 16];
+        unique_id.copy_from_slice(&bytes[68..84]);
         Ok(Footer {
             data_offset: be64(bytes, 16),
             creator_app,
@@ -132,6 +136,7 @@ impl Footer {
                 geometry as u8,
             ),
             disk_type,
+            unique_id,
         })
     }
 }

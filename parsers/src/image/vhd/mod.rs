@@ -3,14 +3,17 @@
 //! A fixed VHD is the raw disk followed by a 512-byte footer. A dynamic VHD
 //! starts with a copy of the footer, then a dynamic header pointing at the
 //! block allocation table (BAT); each allocated block is a sector bitmap
-//! followed by the block's data. Differencing disks are refused, naming the
-//! parent they would need.
+//! followed by the block's data. A differencing disk is a chain layer (see
+//! [`crate::image::chain`]): its parent is found through the parent
+//! locators (W2ru, W2ku, MacX) or the parent name, checked by unique id, and
+//! read for every sector the child's bitmaps leave unset.
 
 // `% n == 0` rather than `is_multiple_of`: the workspace supports Rust 1.85.
 #![allow(clippy::manual_is_multiple_of)]
 
 mod bat;
 pub(crate) mod blocks;
+mod differencing;
 mod dynamic_header;
 mod footer;
 #[cfg(test)]
@@ -24,10 +27,12 @@ use blocks::BlockDisk;
 use dynamic_header::{DynamicHeader, ParentLocator, HEADER_SIZE};
 use footer::{DiskType, Footer, FOOTER_SIZE};
 
+use super::chain::{Ident, Layer, Opened, ParentLink};
 use super::Image;
 use crate::cache::ChunkCache;
 use crate::readat::Window;
 use crate::{Error, ReadAt, Result, Source};
+use differencing::Differencing;
 
 #[cfg(test)]
 pub(crate) use footer::checksum as footer_checksum;
@@ -83,17 +88,25 @@ pub fn probe(file: &dyn ReadAt) -> bool {
 }
 
 /// Opens a VHD already recognised by [`probe`].
-pub fn open(path: &Path, file: Source) -> Result<Image> {
+pub(crate) fn open(path: &Path, file: Source) -> Result<Opened> {
     let file_bytes = file.size();
     if is_fixed(&*file) {
         let footer = tail_footer(&*file)?;
         let size = footer.current_size;
-        return Ok(Image {
+        let image = Image {
             disk: Arc::new(Window::new(file, 0, size)),
             format: "vhd",
             file_bytes,
             details: details(&footer, None, file_bytes - 512),
             notes: geometry_note(&footer).into_iter().collect(),
+            chain: Vec::new(),
+            parent: None,
+            ident: None,
+        };
+        return Ok(Opened {
+            image,
+            delta: None,
+            ident: Some(unique_id(&footer.unique_id)),
         });
     }
     let mut notes = Vec::new();
@@ -127,9 +140,6 @@ pub fn open(path: &Path, file: Source) -> Result<Image> {
         ));
     }
     let header = DynamicHeader::parse(&read_vec(&*file, header_at, HEADER_SIZE)?, header_at)?;
-    if footer.disk_type == DiskType::Differencing {
-        return Err(differencing(&*file, &header));
-    }
     let table_end = u64::from(header.max_table_entries)
         .checked_mul(4)
         .and_then(|n| n.checked_add(header.table_offset));
@@ -160,18 +170,44 @@ pub fn open(path: &Path, file: Source) -> Result<Image> {
         header.bitmap_size(),
     );
     let allocated = bat.allocated_blocks()? * block_size;
-    Ok(Image {
-        disk: Arc::new(BlockDisk {
-            file,
-            map: bat,
-            size,
-            block_size,
-        }),
+    let blocks = BlockDisk {
+        file: file.clone(),
+        map: bat,
+        size,
+        block_size,
+    };
+    let (disk, delta): (Source, _) = if footer.disk_type == DiskType::Differencing {
+        let layer = Arc::new(Differencing {
+            disk: blocks,
+            bitmap_size: header.bitmap_size(),
+            owner: ChunkCache::owner(),
+        });
+        let link = parent_link(&*file, &header);
+        (layer.clone(), Some((layer as Arc<dyn Layer>, link)))
+    } else {
+        (Arc::new(blocks), None)
+    };
+    let image = Image {
+        disk,
         format: "vhd",
         file_bytes,
         details: details(&footer, Some(block_size), allocated),
         notes,
+        chain: Vec::new(),
+        parent: None,
+        ident: None,
+    };
+    Ok(Opened {
+        image,
+        delta,
+        ident: Some(unique_id(&footer.unique_id)),
     })
+}
+
+/// A VHD unique id as children record it, in hex.
+fn unique_id(id: &[u8; 16]) -> Ident {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    Ident::new("unique id", &hex)
 }
 
 fn details(footer: &Footer, block_size: Option<u64>, allocated: u64) -> Vec<(String, String)> {
@@ -210,30 +246,41 @@ fn geometry_note(footer: &Footer) -> Option<String> {
     })
 }
 
-/// The error for a differencing disk, naming the parent from the header and
-/// every readable locator.
-fn differencing(file: &dyn ReadAt, header: &DynamicHeader) -> Error {
-    let mut paths: Vec<String> = Vec::new();
-    for loc in &header.parent_locators {
-        if let Some(p) = locator_path(file, loc) {
-            paths.push(format!(
-                "{}: {p}",
-                String::from_utf8_lossy(&loc.platform_code)
-            ));
+/// How a differencing disk names its parent: the locators in the order
+/// they are most likely to work (relative, absolute Windows, Mac URL), then
+/// the parent name in the header.
+fn parent_link(file: &dyn ReadAt, header: &DynamicHeader) -> ParentLink {
+    let mut names = Vec::new();
+    let mut shown = Vec::new();
+    for code in [b"W2ru", b"W2ku", b"MacX"] {
+        for loc in header
+            .parent_locators
+            .iter()
+            .filter(|l| &l.platform_code == code)
+        {
+            if let Some(p) = locator_path(file, loc) {
+                shown.push(format!("{}: {p}", String::from_utf8_lossy(code)));
+                names.push(p);
+            }
         }
     }
-    Error::unsupported(
-        "vhd",
-        format!(
-            "differencing disk: needs its parent \"{}\"{}",
+    if !header.parent_name.is_empty() {
+        names.push(header.parent_name.clone());
+    }
+    let id = unique_id(&header.parent_unique_id);
+    ParentLink {
+        written: format!(
+            "\"{}\" ({}{}parent unique id {})",
             header.parent_name,
-            if paths.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", paths.join(", "))
-            }
+            shown.join(", "),
+            if shown.is_empty() { "" } else { "; " },
+            id.value
         ),
-    )
+        names,
+        expect: Some(id),
+        also: None,
+        raw: false,
+    }
 }
 
 fn locator_path(file: &dyn ReadAt, loc: &ParentLocator) -> Option<String> {
@@ -251,8 +298,41 @@ fn locator_path(file: &dyn ReadAt, loc: &ParentLocator) -> Option<String> {
                 .collect();
             String::from_utf16_lossy(&units)
         }
+        // A file URL, UTF-8 (spec: "MacX").
+        b"MacX" => {
+            let url = String::from_utf8_lossy(&bytes)
+                .trim_end_matches('\0')
+                .to_string();
+            let path = url.strip_prefix("file://").unwrap_or(&url);
+            let path = path.strip_prefix("localhost").unwrap_or(path);
+            percent_decode(path)
+        }
         _ => String::from_utf8_lossy(&bytes)
             .trim_end_matches('\0')
             .to_string(),
     })
+}
+
+/// Decodes `%XX` escapes of a file URL; anything malformed stays as it is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -23,13 +23,27 @@ pub fn chunk_ratio(logical_sector_size: u32, block_size: u32) -> u64 {
     ((1u64 << 23) * u64::from(logical_sector_size)) / u64::from(block_size)
 }
 
-/// The BAT of a disk without a parent.
+/// The BAT of a disk, with or without a parent.
 pub struct Bat {
     source: Source,
     region: Region,
     chunk_ratio: u64,
     payload_blocks: u64,
     owner: u64,
+    /// A differencing disk: partially present blocks are read (only their
+    /// bitmap-marked sectors, see [`Bat::holds`]).
+    differencing: bool,
+}
+
+/// What a differencing disk's payload block holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Nothing: the parent's (NOT_PRESENT, UNDEFINED).
+    Parent,
+    /// All of it: data or zeros.
+    All,
+    /// The sectors its sector bitmap marks.
+    Partial,
 }
 
 impl Bat {
@@ -58,7 +72,51 @@ impl Bat {
             chunk_ratio,
             payload_blocks,
             owner: ChunkCache::owner(),
+            differencing: false,
         })
+    }
+
+    /// Marks the BAT as a differencing disk's.
+    pub fn differencing(mut self) -> Bat {
+        self.differencing = true;
+        self
+    }
+
+    /// Payload blocks per sector bitmap block.
+    pub fn chunk_ratio(&self) -> u64 {
+        self.chunk_ratio
+    }
+
+    /// How much of payload block `block` a differencing disk holds.
+    /// Unmapped blocks read as zeros: the spec lets them read as anything,
+    /// and zeros are what the disk without them had been trimmed to.
+    pub fn held(&self, block: u64) -> Result<Held> {
+        Ok(match self.entry(block)? & 7 {
+            NOT_PRESENT | UNDEFINED => Held::Parent,
+            PARTIALLY_PRESENT => Held::Partial,
+            _ => Held::All,
+        })
+    }
+
+    /// Image offset of the sector bitmap block covering payload block
+    /// `block`.
+    pub fn bitmap_block(&self, block: u64) -> Result<u64> {
+        let chunk = block / self.chunk_ratio;
+        let index = chunk * (self.chunk_ratio + 1) + self.chunk_ratio;
+        let at = self.region.offset + index * 8;
+        let entry = self.raw_entry(index)?;
+        let mb = entry >> 20;
+        if entry & 7 != FULLY_PRESENT || mb == 0 {
+            return Err(Error::corrupt(
+                "vhdx",
+                at,
+                format!(
+                    "block {block} is partially present but its sector bitmap block is not \
+                     (entry {entry:#x})"
+                ),
+            ));
+        }
+        Ok(mb << 20)
     }
 
     /// Image offset of the entry of payload block `block`.
@@ -68,7 +126,11 @@ impl Bat {
 
     /// The raw entry of payload block `block`.
     fn entry(&self, block: u64) -> Result<u64> {
-        let index = block + block / self.chunk_ratio;
+        self.raw_entry(block + block / self.chunk_ratio)
+    }
+
+    /// BAT entry `index` (payload and sector bitmap entries interleaved).
+    fn raw_entry(&self, index: u64) -> Result<u64> {
         let page = index / PAGE_ENTRIES;
         let bytes = ChunkCache::global().get_or_load(self.owner, page, || {
             let first = page * PAGE_ENTRIES;
@@ -84,7 +146,7 @@ impl Bat {
         let b = bytes.get(i..i + 8).ok_or_else(|| {
             Error::corrupt(
                 "vhdx",
-                self.entry_offset(block),
+                self.region.offset + index * 8,
                 "BAT entry beyond its region",
             )
         })?;
@@ -120,7 +182,9 @@ impl BlockMap for Bat {
         match entry & 7 {
             // Without a parent, every absent state reads as zeros.
             NOT_PRESENT | UNDEFINED | ZERO | UNMAPPED => Ok(Block::Zero),
-            FULLY_PRESENT => {
+            PARTIALLY_PRESENT | FULLY_PRESENT
+                if entry & 7 == FULLY_PRESENT || self.differencing =>
+            {
                 let mb = entry >> 20;
                 if mb == 0 {
                     return Err(Error::corrupt(

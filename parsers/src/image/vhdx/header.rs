@@ -15,6 +15,9 @@ pub struct Header {
     /// Image offset this copy was read from.
     pub at: u64,
     pub sequence: u64,
+    /// Changes whenever the disk's data changes; children record it as
+    /// their `parent_linkage`.
+    pub data_write_guid: Guid,
     /// Non-zero when the log holds entries that must be replayed.
     pub log_guid: Guid,
     /// Bytes of log, a multiple of 1 MiB.
@@ -42,8 +45,11 @@ impl Header {
         }
         let mut log_guid = [0u8; 16];
         log_guid.copy_from_slice(&bytes[48..64]);
+        let mut data_write_guid = [0u8; 16];
+        data_write_guid.copy_from_slice(&bytes[32..48]);
         Ok(Header {
             at,
+            data_write_guid,
             sequence: le64(bytes, 8),
             log_guid,
             log_length: le32(bytes, 68),

@@ -2,12 +2,17 @@
 //! [`header`]s, [`region_table`], [`log`], [`bat`] and [`metadata`].
 //!
 //! Fixed and dynamic disks are read; a log left by a crash is replayed in
-//! memory first. Differencing disks are refused, naming their parent.
+//! memory first. Differencing disks (.vhdx, .avhdx checkpoints) are chain
+//! layers (see [`crate::image::chain`]): the parent is found through the
+//! parent locator (`relative_path`, `absolute_win32_path`, `volume_path`)
+//! and must carry the data write GUID the child records as
+//! `parent_linkage` (or `parent_linkage2`).
 
 // `% n == 0` rather than `is_multiple_of`: the workspace supports Rust 1.85.
 #![allow(clippy::manual_is_multiple_of)]
 
 pub mod bat;
+mod differencing;
 pub mod header;
 pub mod log;
 pub mod metadata;
@@ -23,10 +28,12 @@ use header::{Header, HEADER_OFFSETS, HEADER_SIZE};
 use metadata::Metadata;
 use region_table::{RegionTable, TABLE_OFFSETS, TABLE_SIZE};
 
+use super::chain::{Ident, Layer, Opened, ParentLink};
 use super::vhd::blocks::BlockDisk;
 use super::Image;
 use crate::cache::ChunkCache;
 use crate::{Error, ReadAt, Result, Source};
+use differencing::Differencing;
 
 /// A GUID as stored: the first three fields little-endian.
 pub type Guid = [u8; 16];
@@ -104,9 +111,8 @@ fn read_vec(file: &dyn ReadAt, at: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Opens a VHDX recognised by [`probe`]. `_path` will locate the parent of
-/// a differencing disk once chains are read.
-pub fn open(_path: &Path, file: Source) -> Result<Image> {
+/// Opens a VHDX recognised by [`probe`].
+pub(crate) fn open(_path: &Path, file: Source) -> Result<Opened> {
     let file_bytes = file.size();
     let [h1, h2] = HEADER_OFFSETS
         .map(|at| read_vec(&*file, at, HEADER_SIZE).and_then(|b| Header::parse(&b, at)));
@@ -139,24 +145,19 @@ pub fn open(_path: &Path, file: Source) -> Result<Image> {
         (Err(e), Err(_)) => return Err(e),
     };
     let meta = Metadata::read(&*source, regions.metadata)?;
-    if meta.has_parent {
-        let parent = meta
-            .parent_locator
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(Error::unsupported(
-            "vhdx",
-            format!("differencing disk: needs its parent ({parent})"),
-        ));
-    }
     let block_size = u64::from(meta.block_size);
     let ratio = bat::chunk_ratio(meta.logical_sector_size, meta.block_size);
     let blocks = meta.virtual_size.div_ceil(block_size);
     let bat = Bat::new(source.clone(), regions.bat, ratio, blocks)?;
+    let bat = if meta.has_parent {
+        bat.differencing()
+    } else {
+        bat
+    };
     let allocated = bat.present_blocks()? * block_size;
-    let subformat = if meta.leave_blocks_allocated {
+    let subformat = if meta.has_parent {
+        "differencing"
+    } else if meta.leave_blocks_allocated {
         "fixed"
     } else {
         "dynamic"
@@ -182,16 +183,73 @@ pub fn open(_path: &Path, file: Source) -> Result<Image> {
         "cache_budget".into(),
         ChunkCache::global().stats().budget.to_string(),
     ));
-    Ok(Image {
-        disk: Arc::new(BlockDisk {
-            file: source,
-            map: bat,
-            size: meta.virtual_size,
-            block_size,
-        }),
+    let blocks = BlockDisk {
+        file: source,
+        map: bat,
+        size: meta.virtual_size,
+        block_size,
+    };
+    let (disk, delta): (Source, _) = if meta.has_parent {
+        let layer = Arc::new(Differencing {
+            disk: blocks,
+            logical_sector: u64::from(meta.logical_sector_size),
+            owner: ChunkCache::owner(),
+        });
+        let link = parent_link(&meta)?;
+        (layer.clone(), Some((layer as Arc<dyn Layer>, link)))
+    } else {
+        (Arc::new(blocks), None)
+    };
+    let image = Image {
+        disk,
         format: "vhdx",
         file_bytes,
         details,
         notes,
+        chain: Vec::new(),
+        parent: None,
+        ident: None,
+    };
+    Ok(Opened {
+        image,
+        delta,
+        ident: Some(Ident::new(
+            "data write GUID",
+            &show_guid(&header.data_write_guid),
+        )),
+    })
+}
+
+/// How a differencing disk names its parent, from its parent locator.
+fn parent_link(meta: &Metadata) -> Result<ParentLink> {
+    let get = |k: &str| {
+        meta.parent_locator
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let linkage = get("parent_linkage").ok_or_else(|| {
+        Error::corrupt(
+            "vhdx",
+            0,
+            "differencing disk without a parent_linkage in its parent locator",
+        )
+    })?;
+    let names: Vec<String> = ["relative_path", "absolute_win32_path", "volume_path"]
+        .iter()
+        .filter_map(|k| get(k))
+        .collect();
+    let written = meta
+        .parent_locator
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(ParentLink {
+        written,
+        names,
+        expect: Some(Ident::new("data write GUID", &linkage)),
+        also: get("parent_linkage2").map(|l| Ident::new("data write GUID", &l)),
+        raw: false,
     })
 }

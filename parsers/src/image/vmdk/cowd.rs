@@ -64,7 +64,7 @@ pub fn parse(b: &[u8; 512]) -> Result<SparseHeader> {
 }
 
 /// Opens the VMFSSPARSE extent in `file` as `size` bytes.
-pub fn open(file: Source, size: u64) -> Result<Source> {
+pub fn open(file: Source, size: u64) -> Result<Arc<SparseExtent>> {
     let mut sector = [0u8; 512];
     file.read_exact_at(0, &mut sector)
         .map_err(|e| Error::io(LAYER, 0, e))?;

@@ -3,7 +3,8 @@
 //!
 //! A hosted grain table entry (GTE) is the sector of the grain in the extent
 //! file; 0 is an unallocated grain and 1 a grain known to be zero. Both read
-//! as zeros here because disks with a parent are refused at open. SESPARSE
+//! as zeros from the extent itself; in a delta, [`Layer::holds`] sends
+//! unallocated grains to the parent (see [`crate::image::chain`]). SESPARSE
 //! extents use 64-bit entries with a type nibble; they are decoded into the
 //! same three cases.
 
@@ -18,6 +19,7 @@ use crate::{Error, ReadAt, Result, Source};
 use super::sparse_header::{SparseHeader, FLAG_REDUNDANT_GT};
 use super::stream::{past_end, read_compressed_grain};
 use super::LAYER;
+use crate::image::chain::Layer;
 
 /// Most grain directory entries we load (32 MiB of directory maps 256 TiB
 /// of 64 KiB grains); the bound keeps a hostile capacity from
@@ -474,6 +476,34 @@ impl SparseExtent {
             pos += n;
         }
         Ok(())
+    }
+}
+
+impl SparseExtent {
+    /// The decoded entry of grain `g` (0 unallocated, 1 zero, else sector).
+    fn grain_entry(&self, g: u64) -> Result<u64> {
+        let gtes = u64::from(self.h.gtes_per_gt);
+        match self.gt(g / gtes)? {
+            Some(gt) => self.decode(&gt, (g % gtes) as usize),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Layer for SparseExtent {
+    fn holds(&self, offset: u64, max: u64) -> Result<(bool, u64)> {
+        let gb = self.h.grain_bytes();
+        // A grain lost with a cut stream is not the parent's: keep it here
+        // so that reading it fails.
+        let held = |g: u64| -> Result<bool> {
+            Ok(self.grain_entry(g)? != 0 || self.lost_from.is_some_and(|l| g >= l))
+        };
+        let first = held(offset / gb)?;
+        let mut len = (gb - offset % gb).min(max);
+        while len < max && held((offset + len) / gb)? == first {
+            len = len.saturating_add(gb).min(max);
+        }
+        Ok((first, len))
     }
 }
 

@@ -7,8 +7,11 @@
 //! carrying `createType`. Extent files are resolved relative to the
 //! descriptor's folder exactly as named and opened read-only.
 //!
-//! Delta disks (a `parentCID` other than `ffffffff`) are refused: their
-//! unallocated grains are the parent's data, never zeros.
+//! Delta disks (a `parentCID` other than `ffffffff`) are layers over the
+//! parent their `parentFileNameHint` names: unallocated grains (grain
+//! table entry 0) read from the parent, zero grains as zeros, and the
+//! parent's `CID` must equal the delta's `parentCID` (see
+//! [`crate::image::chain`]).
 
 mod cowd;
 mod descriptor;
@@ -25,9 +28,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::cache::ChunkCache;
-use crate::readat::{Concat, FileSource};
+use crate::readat::FileSource;
 use crate::{Error, ReadAt, Result, Source};
 
+use super::chain::{Ident, Layer, LayerConcat, Opened, ParentLink, Whole};
 use super::Image;
 use descriptor::{Access, Descriptor, ExtentKind, MAX_DESCRIPTOR_BYTES};
 use extent::{FlatExtent, ZeroExtent};
@@ -59,26 +63,62 @@ struct Facts {
 
 /// Opens the VMDK whose descriptor or sparse extent is `file`, read from
 /// `path` (extents are resolved against its folder).
-pub fn open(path: &Path, file: Source) -> Result<Image> {
+pub(crate) fn open(path: &Path, file: Source) -> Result<Opened> {
     let mut head = [0u8; 512];
     let got = read_head(&*file, &mut head)?;
     let name = path.display().to_string();
-    if head.starts_with(MAGIC) {
+    let (image, layer, desc) = if head.starts_with(MAGIC) {
         let base = path
             .file_name()
             .map_or_else(|| name.clone(), |f| f.to_string_lossy().into_owned());
-        open_monolithic(file, &base).map_err(|e| e.context(name))
+        let (image, ext, desc) = open_monolithic(file, &base).map_err(|e| e.context(&*name))?;
+        (image, ext as Arc<dyn Layer>, desc)
     } else if head.starts_with(cowd::MAGIC) {
-        Err(Error::unsupported(
+        return Err(Error::unsupported(
             LAYER,
             "a lone VMFSSPARSE (COWD) extent: open its descriptor",
         )
-        .context(name))
+        .context(name));
     } else if descriptor::looks_like_descriptor(&head[..got]) {
-        open_descriptor(path, file).map_err(|e| e.context(name))
+        let (image, parts, desc) = open_descriptor(path, file).map_err(|e| e.context(&*name))?;
+        (image, parts as Arc<dyn Layer>, Some(desc))
     } else {
-        Err(Error::corrupt(LAYER, 0, "neither a VMDK descriptor nor a sparse extent").context(name))
-    }
+        return Err(
+            Error::corrupt(LAYER, 0, "neither a VMDK descriptor nor a sparse extent").context(name),
+        );
+    };
+    let Some(d) = desc else {
+        return Ok(Opened::from(image));
+    };
+    let ident = d.cid.as_deref().map(|c| Ident::new("CID", c));
+    let delta = if d.has_parent() {
+        let cid = d.parent_cid.as_deref().unwrap_or("");
+        let hint = d.parent_hint.clone().ok_or_else(|| {
+            Error::corrupt(
+                LAYER,
+                0,
+                format!("delta disk (parentCID {cid}) without a parentFileNameHint"),
+            )
+            .context(&*name)
+        })?;
+        Some((
+            layer,
+            ParentLink {
+                written: format!("{hint} (parentCID {cid})"),
+                names: vec![hint],
+                expect: Some(Ident::new("CID", cid)),
+                also: None,
+                raw: false,
+            },
+        ))
+    } else {
+        None
+    };
+    Ok(Opened {
+        image,
+        delta,
+        ident,
+    })
 }
 
 fn read_head(file: &dyn ReadAt, head: &mut [u8; 512]) -> Result<usize> {
@@ -91,22 +131,6 @@ fn read_head(file: &dyn ReadAt, head: &mut [u8; 512]) -> Result<usize> {
         }
     }
     Ok(got)
-}
-
-/// Refuses delta disks: their unallocated grains are the parent's data,
-/// and reading them as zeros would be wrong.
-fn check_parent(d: &Descriptor) -> Result<()> {
-    if d.has_parent() {
-        return Err(Error::unsupported(
-            LAYER,
-            format!(
-                "delta disk with parentCID {} (parent {:?}): snapshot chains are not read yet",
-                d.parent_cid.as_deref().unwrap_or(""),
-                d.parent_hint.as_deref().unwrap_or("not named")
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Reads the header of the sparse extent in `file` and opens it with `size`
@@ -184,7 +208,10 @@ fn open_sparse(
 
 /// A sparse extent file opened on its own: monolithicSparse or
 /// streamOptimized with the descriptor inside, or one piece of a split disk.
-fn open_monolithic(file: Source, name: &str) -> Result<Image> {
+fn open_monolithic(
+    file: Source,
+    name: &str,
+) -> Result<(Image, Arc<SparseExtent>, Option<Descriptor>)> {
     let file_bytes = file.size();
     let mut budget = grain::SCAN_BUDGET;
     let (ext, facts, h) = open_sparse(file.clone(), None, &mut budget)?;
@@ -212,7 +239,6 @@ fn open_monolithic(file: Source, name: &str) -> Result<Image> {
         None
     };
     if let Some(d) = &desc {
-        check_parent(d)?;
         // The file is its own (only) extent whatever name the descriptor
         // gives it: files get renamed, descriptors do not follow.
         match d.extents.as_slice() {
@@ -238,17 +264,22 @@ fn open_monolithic(file: Source, name: &str) -> Result<Image> {
     }
     details.push(("extents".into(), format!("SPARSE {name} ({size} bytes)")));
     push_facts(&mut details, &facts);
-    Ok(Image {
-        disk: Arc::new(ext),
+    let ext = Arc::new(ext);
+    let image = Image {
+        disk: ext.clone(),
         format: "vmdk",
         file_bytes,
         details,
         notes,
-    })
+        chain: Vec::new(),
+        parent: None,
+        ident: None,
+    };
+    Ok((image, ext, desc))
 }
 
 /// A standalone text descriptor and the extent files it names.
-fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
+fn open_descriptor(path: &Path, file: Source) -> Result<(Image, Arc<LayerConcat>, Descriptor)> {
     let len = file.size();
     if len > MAX_DESCRIPTOR_BYTES as u64 {
         return Err(Error::corrupt(
@@ -261,7 +292,6 @@ fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
     file.read_exact_at(0, &mut text)
         .map_err(|e| Error::io(LAYER, 0, e))?;
     let d = descriptor::parse(&text, 0)?;
-    check_parent(&d)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut file_bytes = len;
     let mut facts = Facts {
@@ -269,7 +299,7 @@ fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
         ..Facts::default()
     };
     let mut budget = grain::SCAN_BUDGET;
-    let mut parts: Vec<Source> = Vec::with_capacity(d.extents.len());
+    let mut parts: Vec<Arc<dyn Layer>> = Vec::with_capacity(d.extents.len());
     // One open file per name, however often the descriptor repeats it.
     let mut files: HashMap<&str, Source> = HashMap::new();
     let mut listed = Vec::new();
@@ -296,7 +326,7 @@ fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
             facts.allocated = None;
         }
         if e.kind == ExtentKind::Zero {
-            parts.push(Arc::new(ZeroExtent(bytes)));
+            parts.push(Arc::new(Whole(Arc::new(ZeroExtent(bytes)))));
             continue;
         }
         let fname = e.file.as_deref().unwrap_or("");
@@ -315,7 +345,9 @@ fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
                 let start = e.offset.checked_mul(512).ok_or_else(|| {
                     Error::corrupt(LAYER, 0, format!("extent {i}: offset overflows"))
                 })?;
-                parts.push(Arc::new(FlatExtent::new(src, start, bytes)));
+                parts.push(Arc::new(Whole(Arc::new(FlatExtent::new(
+                    src, start, bytes,
+                )))));
             }
             ExtentKind::Sparse => {
                 let (ext, f, _) =
@@ -352,18 +384,18 @@ fn open_descriptor(path: &Path, file: Source) -> Result<Image> {
     push_descriptor_details(&mut details, &d);
     details.push(("extents".into(), listed.join("; ")));
     push_facts(&mut details, &facts);
-    let disk: Source = if parts.len() == 1 {
-        parts.remove(0)
-    } else {
-        Arc::new(Concat::new(parts))
-    };
-    Ok(Image {
-        disk,
+    let parts = Arc::new(LayerConcat::new(parts));
+    let image = Image {
+        disk: parts.clone(),
         format: "vmdk",
         file_bytes,
         details,
         notes: facts.notes,
-    })
+        chain: Vec::new(),
+        parent: None,
+        ident: None,
+    };
+    Ok((image, parts, d))
 }
 
 /// Opens the extent file `name` exactly as the descriptor names it, relative

@@ -24,7 +24,7 @@ fn u64_at(b: &[u8; 512], i: usize) -> u64 {
 }
 
 /// Opens the SESPARSE extent in `file` as `size` bytes.
-pub fn open(file: Source, size: u64) -> Result<Source> {
+pub fn open(file: Source, size: u64) -> Result<Arc<SparseExtent>> {
     let mut b = [0u8; 512];
     file.read_exact_at(0, &mut b)
         .map_err(|e| Error::io(LAYER, 0, e))?;
