@@ -32,8 +32,14 @@ pub struct Image {
 /// Opens the image at `path` read-only and decodes its container.
 pub fn open(path: &Path) -> Result<Image> {
     let file = FileSource::open(path).map_err(|e| Error::io("image", 0, e))?;
-    let file_bytes = crate::ReadAt::size(&file);
-    let file: Source = Arc::new(file);
+    open_source(path, Arc::new(file))
+}
+
+/// Decodes the container in `file`, whose bytes were read from `path`:
+/// the path names it in messages and is where a VMDK descriptor's extents
+/// are looked up. Lets callers (fuzzers, tests) open images held in memory.
+pub fn open_source(path: &Path, file: Source) -> Result<Image> {
+    let file_bytes = file.size();
     if qcow2::probe(&*file) {
         return qcow2::open(path, file);
     }
