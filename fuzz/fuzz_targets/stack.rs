@@ -3,4 +3,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| restorefs_fuzz::stack(data));
+fuzz_target!(init: restorefs_fuzz::allow_contained_panics(), |data: &[u8]| {
+    restorefs_fuzz::stack(data)
+});
