@@ -78,6 +78,9 @@ static ALLOC: Capped = Capped;
 /// the cap, so the seed is known even if the process then aborts.
 fn over_cap(size: usize) {
     let _ = OVER_CAP.compare_exchange(0, size, Ordering::SeqCst, Ordering::SeqCst);
+    if CASE_SEED.load(Ordering::SeqCst) == u64::MAX {
+        return;
+    }
     let mut msg = [0u8; 128];
     let mut n = 0;
     for part in [
@@ -493,6 +496,11 @@ fn run_case(s: &Subject, seed: u64, fixtures: &Path) -> Result<(), String> {
 
 #[test]
 fn mutated_images() {
+    // The cap works: an allocation over it is refused and recorded (seed
+    // u64::MAX: not reported).
+    CASE_SEED.store(u64::MAX, Ordering::SeqCst);
+    assert!(Vec::<u8>::new().try_reserve(ALLOC_CAP + 1).is_err());
+    assert_eq!(OVER_CAP.swap(0, Ordering::SeqCst), ALLOC_CAP + 1);
     let fixtures = repo().join("fuzz/fixtures/vmdk");
     let per_image: u64 = std::env::var("MUTATIONS")
         .ok()
