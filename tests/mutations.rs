@@ -6,7 +6,7 @@
 //! hang or an allocation over the cap fails with the case's seed.
 //!
 //! Reproduce one case: `MUTATION_CASE=<image>:<seed> cargo test --test
-//! mutations`. More cases per image: `MUTATIONS=N` (default 3000;
+//! mutations` (add `MUTATION_DUMP=FILE` to write its mutated image). More cases per image: `MUTATIONS=N` (default 3000;
 //! the 48 MiB generated disk gets a fifth).
 
 mod common;
@@ -113,6 +113,14 @@ fn dec(mut v: u64) -> [u8; 20] {
             return out;
         }
     }
+}
+
+/// FNV-1a of `data`, below 2^48 so that adding a case number never wraps.
+fn fnv1a(data: &[u8]) -> u64 {
+    let h = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    h >> 16
 }
 
 /// xorshift64*: small, seedable, the same everywhere.
@@ -311,7 +319,9 @@ fn subjects(per_image: u64) -> Vec<Subject> {
     let mut f = le(VMDK_SPARSE, 0);
     f.extend(le(VMDK_SPARSE, stream.len() as u64 - 1024));
     add("vmdk/stream.vmdk", stream, f, None);
+    // Descriptors: their extents are in fuzz/fixtures/vmdk.
     add("vmdk/split.vmdk", load("vmdk/split.vmdk"), Vec::new(), None);
+    add("vmdk/flat.vmdk", load("vmdk/flat.vmdk"), Vec::new(), None);
     let mut f = mbr_fields(0);
     f.extend(le(EXT_SB, 34 * 512 + 1024));
     add("volume/gpt-ext4.img", load("volume/gpt-ext4.img"), f, None);
@@ -513,19 +523,28 @@ fn mutated_images() {
             .iter()
             .find(|s| s.name == name)
             .unwrap_or_else(|| panic!("no image {name}"));
-        run_case(s, seed.parse().expect("seed"), &fixtures).unwrap();
+        let seed = seed.parse().expect("seed");
+        if let Some(out) = std::env::var_os("MUTATION_DUMP") {
+            // The mutated image, e.g. for fuzz/regressions/.
+            let m = mutate(s, seed, 4);
+            let mut bytes = vec![0; m.len as usize];
+            m.read_exact_at(0, &mut bytes).unwrap();
+            std::fs::write(out, bytes).unwrap();
+        }
+        run_case(s, seed, &fixtures).unwrap();
         return;
     }
     let mut failures = Vec::new();
-    for (i, s) in subjects.iter().enumerate() {
+    for s in &subjects {
         // Unchanged, each image must open to more than an empty root, or
         // its mutations would test nothing past the first layer.
         let whole = harness::everything(Arc::new(mutate(s, 0, 0)), &fixtures);
         assert!(whole > 1, "{}: unmutated, only {whole} nodes", s.name);
         let start = Instant::now();
         for case in 0..s.cases {
-            // The seed names the case on its own: image index in the top bits.
-            let seed = (i as u64) << 32 | case;
+            // Seeds differ between images and stay the same when images are
+            // added: a hash of the image's name plus the case number.
+            let seed = fnv1a(s.name.as_bytes()) + case;
             if let Err(e) = run_case(s, seed, &fixtures) {
                 eprintln!("FAILED {e}");
                 failures.push(e);

@@ -102,7 +102,7 @@ fn with_tree<T: Read + Seek, R>(
         record_size,
         visited: HashSet::new(),
     };
-    let entries = root.entries::<NtfsFileNameIndex>().map_err(ntfs_err)?;
+    let entries = node_entries(|| root.entries::<NtfsFileNameIndex>())?;
     f(&mut tree, entries, cur).map(Some)
 }
 
@@ -121,7 +121,7 @@ impl Tree<'_, '_> {
             if let Some(vcn) = entry.subnode_vcn() {
                 let vcn = vcn.map_err(ntfs_err)?;
                 let record = self.subnode(cur, vcn, depth)?;
-                let sub = record.entries::<NtfsFileNameIndex>().map_err(ntfs_err)?;
+                let sub = node_entries(|| record.entries::<NtfsFileNameIndex>())?;
                 if let Walk::Stop = self.walk(cur, sub, depth + 1, visit)? {
                     return Ok(Walk::Stop);
                 }
@@ -194,7 +194,7 @@ impl Tree<'_, '_> {
                     Some(vcn) => {
                         let vcn = vcn.map_err(ntfs_err)?;
                         let record = self.subnode(cur, vcn, depth)?;
-                        let sub = record.entries::<NtfsFileNameIndex>().map_err(ntfs_err)?;
+                        let sub = node_entries(|| record.entries::<NtfsFileNameIndex>())?;
                         self.find(cur, sub, depth + 1, cmp)
                     }
                     None => Ok(None),
@@ -208,12 +208,28 @@ impl Tree<'_, '_> {
     }
 }
 
+/// The entries of an index root or index record.
+///
+/// `ntfs` 0.4 checks that the entries' start and end offsets lie inside
+/// the node, but not that the start is below the end, and then slices
+/// `start..end` (in `NtfsIndexRoot::entries` and `NtfsIndexRecord::entries`).
+/// The start offset is not public, so the panic cannot be ruled out first:
+/// like `next_entry`, this catches it (a bounds check on an immutable
+/// slice, no shared state left behind). Found by tests/mutations.rs.
+fn node_entries<'s>(
+    f: impl FnOnce() -> ntfs::Result<NtfsIndexNodeEntries<'s, NtfsFileNameIndex>>,
+) -> Result<NtfsIndexNodeEntries<'s, NtfsFileNameIndex>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| Error::corrupt("ntfs", 0, "index entries start after their end"))?
+        .map_err(ntfs_err)
+}
+
 /// The next entry of an index node, checked to be at least a header long.
 ///
 /// `ntfs` 0.4 accepts an entry whose length field is below the 16-byte
 /// header and then indexes past the entry's end inside the same `next` call
 /// (`NtfsIndexEntry::flags`), so nothing can be checked before that call.
-/// It is the one call we wrap in `catch_unwind`: the panic is a bounds check
+/// It is one of the two calls we wrap in `catch_unwind`: the panic is a bounds check
 /// on a byte slice, leaving no shared state behind.
 fn next_entry<'s>(
     entries: &mut NtfsIndexNodeEntries<'s, NtfsFileNameIndex>,
