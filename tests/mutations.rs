@@ -7,7 +7,8 @@
 //!
 //! Reproduce one case: `MUTATION_CASE=<image>:<seed> cargo test --test
 //! mutations` (add `MUTATION_DUMP=FILE` to write its mutated image). More cases per image: `MUTATIONS=N` (default 3000;
-//! the 48 MiB generated disk gets a fifth).
+//! the 48 MiB generated disk gets a fifth); only some images:
+//! `MUTATION_ONLY=<part of the name>`.
 
 mod common;
 #[path = "../fuzz/src/lib.rs"]
@@ -516,7 +517,10 @@ fn mutated_images() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
-    let subjects = subjects(per_image);
+    let mut subjects = subjects(per_image);
+    if let Ok(only) = std::env::var("MUTATION_ONLY") {
+        subjects.retain(|s| s.name.contains(&only));
+    }
     if let Ok(case) = std::env::var("MUTATION_CASE") {
         let (name, seed) = case.rsplit_once(':').expect("MUTATION_CASE=<image>:<seed>");
         let s = subjects
