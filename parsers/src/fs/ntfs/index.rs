@@ -229,8 +229,8 @@ fn node_entries<'s>(
 /// `ntfs` 0.4 accepts an entry whose length field is below the 16-byte
 /// header and then indexes past the entry's end inside the same `next` call
 /// (`NtfsIndexEntry::flags`), so nothing can be checked before that call.
-/// It is one of the two calls we wrap in `catch_unwind`: the panic is a bounds check
-/// on a byte slice, leaving no shared state behind.
+/// It is one of the two calls we wrap in `catch_unwind`: the panic is a
+/// bounds check on a byte slice, leaving no shared state behind.
 fn next_entry<'s>(
     entries: &mut NtfsIndexNodeEntries<'s, NtfsFileNameIndex>,
 ) -> Result<Option<Entry<'s>>> {
