@@ -1,7 +1,7 @@
 //! Deterministic mutation test (no nightly, no cargo-fuzz): small images of
 //! every format, each mutated thousands of times from a fixed seed (bit
-//! flips, zeroed and 0xFF sectors, truncation, header fields set to
-//! extremes) and opened and walked end to end through fuzz/src/lib.rs.
+//! flips, zeroed and 0xFF sectors, truncation, header fields and numbers in
+//! text set to extremes) and opened and walked end to end through fuzz/src/lib.rs.
 //! Each case runs under a time limit and a per-allocation cap; a panic, a
 //! hang or an allocation over the cap fails with the case's seed.
 //!
@@ -444,6 +444,21 @@ fn mutate(s: &Subject, seed: u64, max: u64) -> Mutated {
                 }
             }
             6 => d.len = rng.below(d.len),
+            // A number in text (VMDK descriptors, LVM metadata) set to all
+            // nines or zeros, keeping its width.
+            7 => {
+                let from = pick_offset(&mut rng, &s.data, d.len);
+                let end = (from + 512).min(d.len);
+                let digit = |d: &Mutated, i: u64| d.get(i).is_ascii_digit();
+                if let Some(start) = (from..end).find(|&i| digit(&d, i)) {
+                    let v = if rng.below(2) == 0 { b'9' } else { b'0' };
+                    let mut i = start;
+                    while i < d.len && digit(&d, i) {
+                        d.set(i, v);
+                        i += 1;
+                    }
+                }
+            }
             _ if !s.fields.is_empty() => {
                 let (at, width, big) = s.fields[rng.below(s.fields.len() as u64) as usize];
                 let width = usize::from(width);
