@@ -86,8 +86,28 @@ pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Image> {
 fn open_one(path: &Path, raw: bool) -> Result<Opened> {
     let file = FileSource::open(path)
         .map_err(|e| Error::io("image", 0, e).context(path.display().to_string()))?;
-    let file_bytes = crate::ReadAt::size(&file);
-    let file: Source = Arc::new(file);
+    decode(path, Arc::new(file), raw)
+}
+
+/// Decodes the container of a single image held in `file` (read from
+/// `path`, which names it in messages and is where a VMDK descriptor's
+/// extents are looked up), without following a parent: lets fuzzers and
+/// tests open images held in memory. A delta is refused here; [`open`]
+/// resolves its chain.
+pub fn open_source(path: &Path, file: Source) -> Result<Image> {
+    let opened = decode(path, file, false)?;
+    if opened.delta.is_some() {
+        return Err(Error::unsupported(
+            "image",
+            "a delta image needs its parent: open it by path",
+        ));
+    }
+    Ok(opened.image)
+}
+
+/// Finds the container format of `file` by content and decodes it.
+fn decode(path: &Path, file: Source, raw: bool) -> Result<Opened> {
+    let file_bytes = crate::ReadAt::size(&*file);
     if raw {
         return raw::open(file, file_bytes).map(Opened::from);
     }

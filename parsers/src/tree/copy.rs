@@ -91,8 +91,13 @@ fn copy_node(
             }
             report.dirs += 1;
             let entries = tree.read_dir(node).map_err(to_io)?;
+            let mut used = Used::default();
             for e in entries {
                 let (safe, renamed) = safe_name(&e.name);
+                let (safe, renamed) = match used.take(dest, safe) {
+                    Ok(s) => (s, renamed),
+                    Err(s) => (s, true),
+                };
                 let child_src = format!(
                     "{}/{}",
                     src_path.trim_end_matches('/'),
@@ -310,6 +315,59 @@ fn cstr(p: &Path) -> io::Result<CString> {
 
 fn to_io(e: crate::Error) -> io::Error {
     io::Error::other(e.to_string())
+}
+
+/// The names written in one destination directory by this copy, so that
+/// two image names that end up the same on the host (`a/b` and `a_b` once
+/// made safe, duplicates in a damaged directory, `Case` and `case` on a
+/// case-insensitive destination) both arrive instead of the second failing
+/// or, with `--force`, replacing the first.
+#[derive(Default)]
+struct Used {
+    exact: std::collections::HashSet<OsString>,
+    folded: std::collections::HashSet<String>,
+}
+
+impl Used {
+    /// Claims `name` in `dir`: `Ok(name)` if free, else `Err` with a new
+    /// name (`name~N`) that is.
+    fn take(&mut self, dir: &Path, name: OsString) -> Result<OsString, OsString> {
+        let fold = |n: &OsStr| n.to_string_lossy().to_lowercase();
+        // Taken: written by us under this name, or under one differing only
+        // in case while the host shows it under this one (its filesystem
+        // ignores case). A name found on the host but not written by us is
+        // the user's business: --force replaces it, else the copy fails.
+        let taken = |u: &Self, n: &OsStr| {
+            u.exact.contains(n)
+                || (u.folded.contains(&fold(n)) && fs::symlink_metadata(dir.join(n)).is_ok())
+        };
+        let result = if taken(self, &name) {
+            let mut n = 1u32;
+            loop {
+                let suffix = format!("~{n}");
+                let mut v = name.as_bytes().to_vec();
+                let mut cut = v.len().min(NAME_MAX - suffix.len());
+                while cut > 0 && cut < v.len() && (v[cut] & 0xC0) == 0x80 {
+                    cut -= 1;
+                }
+                v.truncate(cut);
+                v.extend_from_slice(suffix.as_bytes());
+                let candidate = OsString::from_vec(v);
+                if !taken(self, &candidate) && fs::symlink_metadata(dir.join(&candidate)).is_err() {
+                    break Err(candidate);
+                }
+                n += 1;
+            }
+        } else {
+            Ok(name)
+        };
+        let chosen = match &result {
+            Ok(n) | Err(n) => n,
+        };
+        self.exact.insert(chosen.clone());
+        self.folded.insert(fold(chosen));
+        result
+    }
 }
 
 /// Longest name most host filesystems take.

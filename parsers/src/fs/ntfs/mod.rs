@@ -105,6 +105,12 @@ impl NtfsFs {
     /// and the root directory's record.
     pub fn open(src: Source) -> Result<Self> {
         let mut warnings = Vec::new();
+        // The crate panics (`unreachable!`) when binrw reports the boot
+        // sector cut short: binrw wraps that I/O error in a backtrace the
+        // crate does not expect. So check it is all there first.
+        let mut boot = [0u8; 512];
+        src.read_exact_at(0, &mut boot)
+            .map_err(|e| Error::io("ntfs", 0, e).context("boot sector"))?;
         let no_split = SplitRecords::default();
         let mut cur = MftCursor::new(&*src, &no_split);
         let mut ntfs = Ntfs::new(&mut cur).map_err(ntfs_err)?;
