@@ -156,9 +156,9 @@ mod unit {
     }
 
     #[test]
-    fn set_checksum_is_checked() {
+    fn set_checksum_is_checked() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let s = make_set("a name longer than fifteen units");
-        let f = parse_set(&s, 0).unwrap();
+        let f = parse_set(&s, 0)?;
         assert_eq!(
             String::from_utf16_lossy(&f.name),
             "a name longer than fifteen units"
@@ -170,5 +170,6 @@ mod unit {
         let mut same = s;
         same[2] ^= 0;
         assert!(parse_set(&same, 0).is_ok());
+        Ok(())
     }
 }

@@ -390,7 +390,7 @@ mod tests {
     use crate::readat::MemSource;
 
     #[test]
-    fn runs_sparse_and_init() {
+    fn runs_sparse_and_init() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let src = MemSource((0..=255u8).cycle().take(8192).collect::<Vec<u8>>());
         let runs = vec![
             Run {
@@ -415,14 +415,15 @@ mod tests {
             init: 12,
         };
         let mut buf = [0xffu8; 20];
-        let n = s.read(&src, 0, &mut buf).unwrap();
+        let n = s.read(&src, 0, &mut buf)?;
         assert_eq!(n, 14);
         assert_eq!(
             &buf[..14],
             &[10, 11, 12, 13, 0, 0, 0, 0, 100, 101, 102, 103, 0, 0]
         );
-        assert_eq!(s.read(&src, 14, &mut buf).unwrap(), 0);
-        assert_eq!(s.read(&src, 9, &mut buf[..2]).unwrap(), 2);
+        assert_eq!(s.read(&src, 14, &mut buf)?, 0);
+        assert_eq!(s.read(&src, 9, &mut buf[..2])?, 2);
         assert_eq!(&buf[..2], &[101, 102]);
+        Ok(())
     }
 }

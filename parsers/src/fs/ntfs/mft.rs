@@ -114,7 +114,7 @@ mod tests {
     use crate::readat::MemSource;
 
     #[test]
-    fn gathers_records_across_runs() {
+    fn gathers_records_across_runs() -> std::result::Result<(), Box<dyn std::error::Error>> {
         // Records of 8 bytes; runs of 12 bytes at 100 and 200: record 1
         // (bytes 8..16) is split between 108..112 and 200..204.
         let mut disk = vec![0u8; 300];
@@ -144,14 +144,15 @@ mod tests {
             8,
         );
         let mut cur = MftCursor::new(&src, &split);
-        cur.seek(SeekFrom::Start(108)).unwrap();
+        cur.seek(SeekFrom::Start(108))?;
         let mut rec = [0u8; 8];
-        cur.read_exact(&mut rec).unwrap();
+        cur.read_exact(&mut rec)?;
         assert_eq!(rec, [8, 9, 10, 11, 12, 13, 14, 15]);
         // Other reads at that position stay plain.
-        cur.seek(SeekFrom::Start(108)).unwrap();
+        cur.seek(SeekFrom::Start(108))?;
         let mut four = [0u8; 4];
-        cur.read_exact(&mut four).unwrap();
+        cur.read_exact(&mut four)?;
         assert_eq!(four, [8, 9, 10, 11]);
+        Ok(())
     }
 }

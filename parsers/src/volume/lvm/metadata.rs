@@ -249,7 +249,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_sections_values_arrays_comments() {
+    fn parses_sections_values_arrays_comments(
+    ) -> std::result::Result<(), Box<dyn std::error::Error>> {
         let text = br#"# comment
 vg-1 {
     id = "abc" # trailing
@@ -267,15 +268,18 @@ vg-1 {
 }
 contents = "Text Format Volume Group"
 "#;
-        let top = parse(text).unwrap();
-        let vg = top.section("vg-1").unwrap();
+        let top = parse(text)?;
+        let vg = top.section("vg-1").ok_or("no vg-1")?;
         assert_eq!(vg.str("id"), Some("abc"));
         assert_eq!(vg.int("seqno"), Some(7));
         assert_eq!(vg.flags("status"), ["READ", "WRITE"]);
         assert_eq!(vg.str("weird"), Some("a\"b\\c"));
         assert_eq!(vg.value("f"), Some(&Value::Float(1.5)));
         assert_eq!(vg.int("neg"), Some(-3));
-        let lv = vg.section("lvs").unwrap().section("lv").unwrap();
+        let lv = vg
+            .section("lvs")
+            .and_then(|l| l.section("lv"))
+            .ok_or("no lv")?;
         assert_eq!(
             lv.value("stripes"),
             Some(&Value::Array(vec![
@@ -286,6 +290,7 @@ contents = "Text Format Volume Group"
             ]))
         );
         assert_eq!(top.str("contents"), Some("Text Format Volume Group"));
+        Ok(())
     }
 
     #[test]

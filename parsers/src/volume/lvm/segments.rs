@@ -297,7 +297,7 @@ mod tests {
     use crate::readat::MemSource;
 
     #[test]
-    fn striped_interleaves_chunks() {
+    fn striped_interleaves_chunks() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let a: Source = Arc::new(MemSource(b"AAaa".to_vec()));
         let b: Source = Arc::new(MemSource(b"BBbb".to_vec()));
         let s = Striped {
@@ -306,11 +306,12 @@ mod tests {
             size: 8,
         };
         let mut buf = [0u8; 8];
-        s.read_exact_at(0, &mut buf).unwrap();
+        s.read_exact_at(0, &mut buf)?;
         assert_eq!(&buf, b"AABBaabb");
         let mut two = [0u8; 3];
-        s.read_exact_at(3, &mut two).unwrap();
+        s.read_exact_at(3, &mut two)?;
         assert_eq!(&two, b"Baa");
-        assert_eq!(s.read_at(8, &mut two).unwrap(), 0);
+        assert_eq!(s.read_at(8, &mut two)?, 0);
+        Ok(())
     }
 }
