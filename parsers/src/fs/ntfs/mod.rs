@@ -6,8 +6,9 @@
 //!
 //! - `data`: values (resident, runs, attribute lists) decoded once per
 //!   node and cached; reads go straight to the source, sparse runs and bytes
-//!   past the valid data length read as zeros, compressed and encrypted
-//!   data are refused (Unsupported), never returned raw;
+//!   past the valid data length read as zeros, LZNT1-compressed units are
+//!   decompressed (`lznt1`) into the chunk cache, encrypted data is
+//!   refused (Unsupported), never returned raw;
 //! - `index`: directory B+ trees walked with cycle and depth bounds;
 //! - `mft`: file records split across two $MFT runs read whole;
 //! - `names`: the listing rules (metafiles, 8.3 aliases, duplicates);
@@ -22,6 +23,7 @@
 
 mod data;
 mod index;
+mod lznt1;
 mod mft;
 mod names;
 mod record;

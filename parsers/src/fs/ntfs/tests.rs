@@ -660,8 +660,12 @@ fn matches_ntfs3g() {
     s.unmount();
 }
 
+/// Files ntfs-3g compressed (its `compression` option, in a directory
+/// with the compressed attribute): units that compress, units that do not
+/// (stored), sparse units, a short tail, a file grown by appends, all
+/// against ntfs-3g's view byte for byte.
 #[test]
-fn compressed_files_are_refused() {
+fn compressed_files_match_ntfs3g() {
     if !have_tools() {
         return;
     }
@@ -669,30 +673,58 @@ fn compressed_files_are_refused() {
     let populate = r#"
 mkdir comp
 setfattr -h -v 0x00000800 -n system.ntfs_attrib_be comp
-yes restorefs | head -c 200000 > comp/file
+yes restorefs | head -c 200000 > comp/text
+head -c 300000 /dev/urandom > comp/random
+# Compressible, incompressible and sparse units in one file.
+{ yes abcdefgh | head -c 65536; head -c 65536 /dev/urandom; yes 0123 | head -c 100000; } > comp/mixed
+dd if=/dev/urandom of=comp/mixed bs=65536 seek=6 count=1 conv=notrunc status=none
+truncate -s 1000000 comp/mixed
+printf tail >> comp/mixed
+truncate -s 5M comp/sparse
+printf X | dd of=comp/sparse bs=1 seek=3000000 conv=notrunc status=none
+printf small > comp/small
+yes 'a short line' | head -c 5000 > comp/short
+i=0; while [ $i -lt 50 ]; do seq $i 3000 >> comp/grown; head -c 3000 /dev/urandom >> comp/grown; i=$((i+1)); done
 echo plain > plain
 "#;
     make_image(&s, populate, "-o compression");
     let src: Source = Arc::new(FileSource::open(&s.image()).unwrap());
     let fs = open(src).unwrap();
-    let node = resolve(&fs, "/comp/file").unwrap();
-    let st = fs.stat(node).unwrap();
-    assert_eq!(st.size, 200_000);
-    let mut buf = vec![0u8; 4096];
-    match fs.read(node, 0, &mut buf) {
-        Err(e @ Error::Unsupported { .. }) => {
-            assert!(e.to_string().contains("compressed"), "{e}");
-            assert!(e.to_string().contains(&format!("record {node}")), "{e}");
+    let none = |_: &str| false;
+    compare(&walk_ours(&fs, &none), &walk_mount(&s.mnt, &none));
+    // The comparison covered compressed values, not stored ones.
+    let mut cur = fs.cursor();
+    for name in ["text", "mixed", "sparse", "grown"] {
+        let node = resolve(&fs, &format!("/comp/{name}")).unwrap();
+        let file = fs.file(&mut cur, node).unwrap();
+        let v = fs
+            .values(&mut cur, &file, NtfsAttributeType::Data, Some(""))
+            .unwrap();
+        assert!(
+            matches!(v[0].value, Value::Ok(Stream::Compressed(_))),
+            "{name}: {:?}",
+            v[0].value
+        );
+        // Compressible data takes less room than its size.
+        let st = fs.stat(node).unwrap();
+        if name != "grown" {
+            assert!(st.allocated < st.size, "{name}: {st:?}");
         }
-        other => panic!("compressed read gave {other:?}"),
     }
-    // The reference sees the data; we refuse rather than give other bytes.
-    assert_eq!(
-        std::fs::read(s.mnt.join("comp/file")).unwrap().len(),
-        200_000
-    );
-    let plain = resolve(&fs, "/plain").unwrap();
-    assert_eq!(read_all(&fs, plain).unwrap(), b"plain\n");
+    // Reads at odd offsets across unit boundaries.
+    let node = resolve(&fs, "/comp/mixed").unwrap();
+    let whole = std::fs::read(s.mnt.join("comp/mixed")).unwrap();
+    for (off, len) in [
+        (65_530u64, 20usize),
+        (131_071, 3),
+        (999_990, 100),
+        (1, 70_000),
+    ] {
+        let mut buf = vec![0u8; len];
+        let n = fs.read(node, off, &mut buf).unwrap();
+        let end = (off as usize + len).min(whole.len());
+        assert_eq!(&buf[..n], &whole[off as usize..end], "at {off}");
+    }
     s.unmount();
 }
 
@@ -806,8 +838,8 @@ impl Drop for Loop {
 }
 
 /// A disk formatted by Windows 10 with volume compression on: every name,
-/// size, time and link count as ntfs-3g shows them, every readable file's
-/// bytes, and a refusal (never bytes) for each compressed file.
+/// size, time and link count as ntfs-3g shows them, and every file's bytes,
+/// the ones Windows compressed included.
 #[test]
 fn windows_image_matches_ntfs3g() {
     use crate::readat::Window;
@@ -830,26 +862,32 @@ fn windows_image_matches_ntfs3g() {
     let len = disk.size() - start;
     let fs = open(Arc::new(Window::new(disk, start, len)) as Source).unwrap();
 
-    // Which files we refuse: exactly the compressed ones.
-    let mut refused = std::collections::BTreeSet::new();
+    // Some files are compressed (the volume has compression on).
+    let mut compressed = Vec::new();
     let mut todo = vec![(fs.root(), String::new())];
+    let mut cur = fs.cursor();
     while let Some((dir, path)) = todo.pop() {
         for e in fs.read_dir(dir).unwrap() {
             let p = format!("{path}/{}", e.name.to_string_lossy());
             match e.kind {
                 FileType::Dir => todo.push((e.node, p)),
                 FileType::File => {
-                    if let Err(err) = fs.read(e.node, 0, &mut [0u8; 512]) {
-                        assert!(matches!(err, Error::Unsupported { .. }), "{p}: {err}");
-                        assert!(err.to_string().contains("compressed"), "{p}: {err}");
-                        refused.insert(p);
+                    let file = fs.file(&mut cur, e.node).unwrap();
+                    let v = fs
+                        .values(&mut cur, &file, NtfsAttributeType::Data, Some(""))
+                        .unwrap();
+                    if matches!(
+                        v.first().map(|v| &v.value),
+                        Some(Value::Ok(Stream::Compressed(_)))
+                    ) {
+                        compressed.push(p);
                     }
                 }
                 _ => {}
             }
         }
     }
-    assert!(refused.contains("/1.txt"), "{refused:?}");
+    assert!(compressed.contains(&"/1.txt".to_string()), "{compressed:?}");
 
     let out = Command::new("losetup")
         .args(["-f", "--show", "-r", "-o", &start.to_string()])
@@ -867,9 +905,9 @@ fn windows_image_matches_ntfs3g() {
         dev.0,
         s.mnt.display()
     ));
-    let skip = |p: &str| refused.contains(p);
-    let reference = walk_mount(&s.mnt, &skip);
-    let ours = walk_ours(&fs, &skip);
+    let none = |_: &str| false;
+    let reference = walk_mount(&s.mnt, &none);
+    let ours = walk_ours(&fs, &none);
     assert!(ours.len() >= 7, "{:?}", ours.keys());
     compare(&ours, &reference);
     s.unmount();
