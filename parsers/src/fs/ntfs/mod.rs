@@ -551,6 +551,30 @@ impl NtfsFs {
         Some(free)
     }
 
+    /// `node`'s named `$DATA` stream `name` and its name as stored: the
+    /// exact name first, else one equal but for ASCII case (Windows
+    /// compares stream names without case).
+    fn named_stream(&self, node: NodeId, name: &OsStr) -> Result<Option<(Stream, String)>> {
+        let Some(name) = name.to_str().filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        let mut cur = self.cursor();
+        let file = self.file(&mut cur, node)?;
+        let values = self.values(&mut cur, &file, NtfsAttributeType::Data, None)?;
+        let found = values.iter().find(|v| v.name == name).or_else(|| {
+            values
+                .iter()
+                .find(|v| !v.name.is_empty() && v.name.eq_ignore_ascii_case(name))
+        });
+        match found {
+            None => Ok(None),
+            Some(v) => match &v.value {
+                Value::Ok(s) => Ok(Some((s.clone(), v.name.clone()))),
+                Value::Refused(why) => Err(Error::unsupported("ntfs", why.clone())),
+            },
+        }
+    }
+
     fn compute_info(&self) -> FsInfo {
         let mut cur = self.cursor();
         let mut warnings = self.warnings.clone();
@@ -662,6 +686,26 @@ impl FileSystem for NtfsFs {
         match &self.node(node)?.link {
             Some(t) => Ok(OsString::from(t)),
             None => Err(Error::NotASymlink(format!("ntfs file record {node}"))),
+        }
+    }
+
+    fn stream_len(&self, node: NodeId, name: &OsStr) -> Result<Option<u64>> {
+        Ok(self.named_stream(node, name)?.map(|(s, _)| s.len()))
+    }
+
+    fn read_stream(
+        &self,
+        node: NodeId,
+        name: &OsStr,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        match self.named_stream(node, name)? {
+            Some((s, _)) => s.read(&*self.src, offset, buf),
+            None => Err(Error::NotFound(format!(
+                "ntfs file record {node}: no stream '{}'",
+                name.to_string_lossy()
+            ))),
         }
     }
 

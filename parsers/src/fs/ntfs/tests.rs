@@ -991,3 +991,43 @@ fn past_initialized_size_reads_zeros() {
     assert_eq!(fs.read(node, 995, &mut buf).unwrap(), 5);
     assert_eq!(buf[..5], [0; 5]);
 }
+
+/// `file:stream` in the tree: streams are found by name (case aside),
+/// and a real name holding ':' wins.
+#[test]
+fn tree_resolves_streams() {
+    use crate::tree::RestoreTree;
+    if !have_tools() {
+        return;
+    }
+    let s = Scratch::new("streams");
+    let populate = r#"
+echo data > f
+setfattr -n user.Zone.Identifier -v '[ZoneTransfer]' f
+echo colon > 'a:b'
+echo a > a
+setfattr -n user.b -v stream a
+"#;
+    make_image(&s, populate, "");
+    let tree = RestoreTree::open(&s.image()).unwrap();
+    let node = tree.resolve("/f").unwrap();
+    let (n, stream) = tree.resolve_stream("/f:zone.identifier").unwrap();
+    assert_eq!(n, node);
+    let stream = stream.unwrap();
+    let len = tree.data_len(n, Some(&stream)).unwrap();
+    let mut buf = vec![0u8; 64];
+    let got = tree.read_data(n, Some(&stream), 0, &mut buf).unwrap();
+    assert_eq!((len, &buf[..got]), (14, &b"[ZoneTransfer]"[..]));
+    assert!(tree.resolve_stream("/f:nope").is_err());
+    assert!(tree.resolve_stream("/f:").is_err());
+    // The name "a:b" exists: it wins over stream "b" of "a".
+    let (n, stream) = tree.resolve_stream("/a:b").unwrap();
+    assert_eq!((n, stream), (tree.resolve("/a:b").unwrap(), None));
+    // Without a real name, the stream.
+    let (n, stream) = tree.resolve_stream("/a:b:$DATA").unwrap();
+    assert_eq!(
+        (n, stream.as_deref()),
+        (tree.resolve("/a").unwrap(), Some(OsStr::new("b")))
+    );
+    s.unmount();
+}
