@@ -45,6 +45,8 @@ pub(crate) enum Stream {
     },
     /// LZNT1-compressed runs, decoded one compression unit at a time.
     Compressed(Compressed),
+    /// WOF system compression: chunks of another stream.
+    Wof(Box<super::wof::Wof>),
 }
 
 /// A compressed value: the runs as for [`Stream::NonResident`], cut into
@@ -85,6 +87,7 @@ impl Stream {
             Stream::Resident(v) => v.len() as u64,
             Stream::NonResident { size, .. } => *size,
             Stream::Compressed(c) => c.size,
+            Stream::Wof(w) => w.len(),
         }
     }
 
@@ -103,6 +106,7 @@ impl Stream {
                 read_runs(src, runs, *size, *init, offset, buf)
             }
             Stream::Compressed(c) => c.read(src, offset, buf),
+            Stream::Wof(w) => w.read(src, offset, buf),
         }
     }
 }

@@ -24,11 +24,13 @@
 mod data;
 mod index;
 mod lznt1;
+mod lzx;
 mod mft;
 mod names;
 mod record;
 mod reparse;
 mod times;
+mod wof;
 
 #[cfg(test)]
 mod tests;
@@ -241,6 +243,7 @@ impl NtfsFs {
         let mut link = None;
         let mut refused = None;
         let mut rdev = 0;
+        let mut wof_algorithm = None;
 
         if attrs.contains(NtfsFileAttributeFlags::REPARSE_POINT) {
             let rp = self.values(&mut cur, &file, NtfsAttributeType::ReparsePoint, Some(""))?;
@@ -252,9 +255,16 @@ impl NtfsFs {
                         kind = FileType::Symlink;
                         link = Some(self.place_target(&mut cur, &file, target));
                     }
+                    None if !is_dir && tag == wof::TAG_WOF => match wof::parse_reparse(&bytes) {
+                        Ok(a) => wof_algorithm = Some(a),
+                        Err(why) => refused = Some(format!("file record {id}: {why}")),
+                    },
                     None if !is_dir => {
                         refused = Some(format!(
-                            "file record {id}: reparse point with tag {tag:#010x}"
+                            "file record {id}: reparse point with tag {tag:#010x}{}, not readable here",
+                            reparse::tag_meaning(tag)
+                                .map(|m| format!(" ({m})"))
+                                .unwrap_or_default()
                         ));
                     }
                     None => {}
@@ -288,13 +298,32 @@ impl NtfsFs {
             }
         };
         let mut content = content;
+        if let Some(algorithm) = wof_algorithm {
+            // The unnamed value is sparse with the real size; the data is
+            // in the named stream.
+            let raw = self
+                .values(&mut cur, &file, NtfsAttributeType::Data, Some(wof::STREAM))?
+                .into_iter()
+                .next();
+            content = match raw.map(|v| v.value) {
+                Some(Value::Ok(raw)) => {
+                    Content::Data(Stream::Wof(Box::new(wof::Wof::new(raw, size, algorithm))))
+                }
+                Some(Value::Refused(why)) => Content::Refused(why),
+                None => Content::Refused(format!(
+                    "file record {id}: WOF-compressed without its {} stream",
+                    wof::STREAM
+                )),
+            };
+        }
         if !is_dir && attrs.contains(NtfsFileAttributeFlags::ENCRYPTED) {
-            content = Content::Refused(format!("file record {id}: encrypted (EFS) file"));
+            content = Content::Refused(format!("file record {id}: EFS-encrypted file"));
         }
 
         // Interix files: ntfs-3g's `ln -s`, `mkfifo`, `mknod`.
         if kind == FileType::File
             && attrs.contains(NtfsFileAttributeFlags::SYSTEM)
+            && !attrs.contains(NtfsFileAttributeFlags::REPARSE_POINT)
             && size <= reparse::MAX_INTERIX
         {
             if let Content::Data(s) = &content {

@@ -17,6 +17,28 @@ pub(crate) fn tag(data: &[u8]) -> Option<u32> {
     u32_at(data, 0)
 }
 
+/// What a reparse tag we cannot read through stands for, to say why a
+/// read fails.
+pub(crate) fn tag_meaning(tag: u32) -> Option<&'static str> {
+    Some(match tag {
+        0x8000_0013 => "Windows Data Deduplication: the data is in the volume's chunk store",
+        0x8000_0017 => "WOF system compression",
+        0x8000_0018 => "Windows Container Isolation: the data is in a container layer",
+        0x8000_001B => "app execution alias",
+        0xA000_001D => "WSL symbolic link",
+        0x8000_0023 => "WSL socket",
+        0x8000_0024 => "WSL FIFO",
+        0x8000_0025 => "WSL character device",
+        0x8000_0026 => "WSL block device",
+        0xC000_0004 | 0x8000_0006 => "HSM: the data is in remote storage",
+        // Cloud files (OneDrive and others): 0x9000x01A, the x a sub-tag.
+        t if t & 0xFFFF_0FFF == 0x9000_001A => {
+            "cloud files placeholder: the data may exist only online"
+        }
+        _ => return None,
+    })
+}
+
 /// A reparse point's link target, still to be placed relative to the link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -183,6 +205,9 @@ mod tests {
             let _ = link_target(&rel[..n]);
         }
         assert_eq!(link_target(&0x8000_0013u32.to_le_bytes()), None);
+        assert!(tag_meaning(0x9000_601A).unwrap().contains("cloud"));
+        assert!(tag_meaning(0x8000_0013).unwrap().contains("Dedup"));
+        assert_eq!(tag_meaning(0x1234), None);
     }
 
     #[test]

@@ -1031,3 +1031,118 @@ setfattr -n user.b -v stream a
     );
     s.unmount();
 }
+
+fn hex(b: &[u8]) -> String {
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("0x{h}")
+}
+
+/// A WOF reparse buffer: file provider, `algorithm`.
+fn wof_reparse(algorithm: u32) -> Vec<u8> {
+    let mut b = wof::TAG_WOF.to_le_bytes().to_vec();
+    b.extend(16u16.to_le_bytes());
+    b.extend(0u16.to_le_bytes());
+    for v in [1u32, 2, 1, algorithm] {
+        b.extend(v.to_le_bytes());
+    }
+    b
+}
+
+/// WOF files made the way Windows lays them out (a sparse unnamed value of
+/// the real size, the `WofCompressedData` stream, the reparse point), with
+/// ntfs-3g writing the pieces; an EFS-encrypted file made by setting the
+/// flag in the image; dedup and cloud placeholders.
+#[test]
+fn wof_efs_and_placeholders() {
+    if !have_tools() {
+        return;
+    }
+    let packed = include_bytes!("testdata/am_delta.xhuff").to_vec();
+    let plain = include_bytes!("testdata/am_delta.expected").to_vec();
+    // XPRESS8K: a stored chunk, then Windows' chunk.
+    let stored: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+    let xp = wof::tests::stream(&[stored.clone(), packed]);
+    let mut xp_plain = stored;
+    xp_plain.extend(&plain);
+    let mut files: Vec<(&str, u64, Vec<u8>, Vec<u8>)> =
+        vec![("xpress8k", xp_plain.len() as u64, xp, wof_reparse(2))];
+    let mut populate = String::new();
+    for (name, size, stream, rp) in &files {
+        populate += &format!(
+            "touch {name}\ntruncate -s {size} {name}\n\
+             setfattr -n user.WofCompressedData -v {} {name}\n\
+             setfattr -n system.ntfs_reparse_data -v {} {name}\n",
+            hex(stream),
+            hex(rp)
+        );
+    }
+    let dedup = hex(&[0x13, 0, 0, 0x80, 4, 0, 0, 0, 1, 2, 3, 4]);
+    let cloud = hex(&[0x1a, 0x10, 0, 0x90, 4, 0, 0, 0, 1, 2, 3, 4]);
+    let wim = hex(&{
+        let mut b = wof_reparse(0);
+        b[12] = 1;
+        b
+    });
+    populate += &format!(
+        "echo d > dedup\nsetfattr -n system.ntfs_reparse_data -v {dedup} dedup\n\
+         echo c > cloud\nsetfattr -n system.ntfs_reparse_data -v {cloud} cloud\n\
+         echo w > wimboot\nsetfattr -n system.ntfs_reparse_data -v {wim} wimboot\n\
+         head -c 5000 /dev/urandom > secret\n"
+    );
+    let s = Scratch::new("wof");
+    make_image(&s, &populate, "");
+    s.unmount();
+    // EFS: set the encrypted flag on secret's $DATA in the image.
+    let mut image = std::fs::read(s.image()).unwrap();
+    let field = {
+        let fs = open(Arc::new(MemSource(image.clone())) as Source).unwrap();
+        let node = resolve(&fs, "/secret").unwrap();
+        let mut cur = fs.cursor();
+        let file = fs.file(&mut cur, node).unwrap();
+        let data = file
+            .attributes_raw()
+            .map(|a| a.unwrap())
+            .find(|a| a.ty().ok() == Some(NtfsAttributeType::Data))
+            .unwrap();
+        data.position().value().unwrap().get() as usize + 0x0C
+    };
+    assert!(field % 512 <= 508);
+    // 0x4000 in the attribute flags: encrypted.
+    image[field + 1] |= 0x40;
+    let fs = open(Arc::new(MemSource(image)) as Source).unwrap();
+
+    for (name, size, _, _) in &files {
+        let node = resolve(&fs, name).unwrap();
+        let st = fs.stat(node).unwrap();
+        assert_eq!((st.kind, st.size), (FileType::File, *size), "{name}");
+    }
+    let node = resolve(&fs, "/xpress8k").unwrap();
+    assert_eq!(read_all(&fs, node).unwrap(), xp_plain);
+    files.clear();
+
+    // The rest are listed with their sizes and refuse reads, saying why.
+    let listed: Vec<String> = fs
+        .read_dir(fs.root())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect();
+    for (name, why) in [
+        ("dedup", "Deduplication"),
+        ("cloud", "cloud files"),
+        ("wimboot", "WIM"),
+        ("secret", "EFS-encrypted"),
+    ] {
+        assert!(listed.iter().any(|l| l == name), "{name} not listed");
+        let node = resolve(&fs, name).unwrap();
+        let st = fs.stat(node).unwrap();
+        assert_eq!(st.kind, FileType::File, "{name}");
+        let err = fs.read(node, 0, &mut [0u8; 16]).unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{name}: {err}");
+        assert!(err.to_string().contains(why), "{name}: {err}");
+    }
+    assert_eq!(
+        fs.stat(resolve(&fs, "/secret").unwrap()).unwrap().size,
+        5000
+    );
+}
