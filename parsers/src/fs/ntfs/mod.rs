@@ -13,6 +13,9 @@
 //! - `mft`: file records split across two $MFT runs read whole;
 //! - `names`: the listing rules (metafiles, 8.3 aliases, duplicates);
 //! - `reparse`: symlinks and junctions, and ntfs-3g's Interix files;
+//! - `wof`, `xpress`, `lzx`: WOF system compression (XPRESS Huffman and
+//!   LZX chunks); dedup, cloud and other reparse tags refuse reads, naming
+//!   the tag;
 //! - `record`, `times`: raw header fields, timestamps.
 //!
 //! The view matches ntfs-3g mounted with
@@ -31,6 +34,7 @@ mod record;
 mod reparse;
 mod times;
 mod wof;
+mod xpress;
 
 #[cfg(test)]
 mod tests;

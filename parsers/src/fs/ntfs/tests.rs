@@ -1146,3 +1146,107 @@ fn wof_efs_and_placeholders() {
         5000
     );
 }
+
+/// The stored bytes of the blob whose SHA-1 is `sha1` in a WIM file: for
+/// a compressed blob, a chunk table and chunks laid out as WOF lays out
+/// `WofCompressedData` (wimlib is an encoder independent of ours).
+fn wim_blob(wim: &[u8], sha1: [u8; 20]) -> Vec<u8> {
+    let u64_at = |o: usize| u64::from_le_bytes(wim[o..o + 8].try_into().unwrap());
+    assert_eq!(&wim[..8], b"MSWIM\0\0\0");
+    // The blob table's resource header sits at 48: 7 bytes of stored size,
+    // 1 of flags, the offset, the original size.
+    let (size, off) = (u64_at(48) & ((1 << 56) - 1), u64_at(56));
+    let table = &wim[off as usize..(off + size) as usize];
+    for e in table.chunks_exact(50) {
+        if e[30..50] == sha1 {
+            let stored = u64::from_le_bytes(e[..8].try_into().unwrap()) & ((1 << 56) - 1);
+            let flags = e[7];
+            assert!(flags & 0x04 != 0, "blob stored uncompressed");
+            let at = u64::from_le_bytes(e[8..16].try_into().unwrap()) as usize;
+            return wim[at..at + stored as usize].to_vec();
+        }
+    }
+    panic!("blob not in the WIM");
+}
+
+/// WOF files in every algorithm, their streams made by wimlib (WIM
+/// resources share WOF's chunk layout), read through the image: text,
+/// x86 code (the LZX call translation), random data (stored chunks) and a
+/// short last chunk.
+#[test]
+fn wof_from_wimlib_streams() {
+    if !have_tools() {
+        return;
+    }
+    if Command::new("wimcapture").arg("--help").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "wimcapture missing (CI is set)"
+        );
+        eprintln!("skipping: wimcapture (wimtools) missing");
+        return;
+    }
+    let s = Scratch::new("wofwim");
+    let src = s.dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut plain = Vec::new();
+    for i in 0..2500 {
+        plain.extend(format!("line {i}: some text for the chunks\n").bytes());
+    }
+    let sh_bin = std::fs::read("/bin/sh").unwrap();
+    plain.extend(&sh_bin[..sh_bin.len().min(30_000)]);
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    plain.extend((0..20_000).map(|_| rng.next() as u8));
+    plain.extend(b"the end".repeat(300));
+    std::fs::write(src.join("f"), &plain).unwrap();
+    let sha1 = sha1_smol::Sha1::from(&plain).digest().bytes();
+
+    let mut populate = String::new();
+    let algorithms = [
+        ("lzx", 1u32, "LZX", 32768),
+        ("xpress4k", 0, "XPRESS", 4096),
+        ("xpress8k", 2, "XPRESS", 8192),
+        ("xpress16k", 3, "XPRESS", 16384),
+    ];
+    for (name, id, method, chunk) in algorithms {
+        let wim = s.dir.join(format!("{name}.wim"));
+        sh(&format!(
+            "wimcapture '{}' '{}' --compress={method} --chunk-size={chunk} >/dev/null",
+            src.display(),
+            wim.display()
+        ));
+        let blob = wim_blob(&std::fs::read(&wim).unwrap(), sha1);
+        assert!(blob.len() < 64 * 1024, "{name}: {} bytes", blob.len());
+        // The stream alone first.
+        let alg = wof::parse_reparse(&wof_reparse(id)).unwrap();
+        let w = wof::Wof::new(Stream::Resident(blob.clone()), plain.len() as u64, alg);
+        let mut out = vec![0u8; plain.len()];
+        assert_eq!(
+            w.read(&MemSource(Vec::new()), 0, &mut out).unwrap(),
+            plain.len()
+        );
+        assert!(out == plain, "{name}: stream decodes differently");
+        let file = s.dir.join(format!("{name}.stream"));
+        std::fs::write(&file, &blob).unwrap();
+        populate += &format!(
+            "touch {name}\ntruncate -s {} {name}\n\
+             setfattr -n user.WofCompressedData -v 0x$(od -An -v -tx1 '{}' | tr -d ' \\n') {name}\n\
+             setfattr -n system.ntfs_reparse_data -v {} {name}\n",
+            plain.len(),
+            file.display(),
+            hex(&wof_reparse(id))
+        );
+    }
+    make_image(&s, &populate, "");
+    s.unmount();
+    let fs = open(Arc::new(FileSource::open(&s.image()).unwrap()) as Source).unwrap();
+    for (name, ..) in algorithms {
+        let node = resolve(&fs, name).unwrap();
+        assert_eq!(fs.stat(node).unwrap().size, plain.len() as u64, "{name}");
+        assert!(read_all(&fs, node).unwrap() == plain, "{name}: differs");
+        // Reads straddling chunk boundaries.
+        let mut buf = [0u8; 100];
+        assert_eq!(fs.read(node, 32_718, &mut buf).unwrap(), 100);
+        assert_eq!(&buf[..], &plain[32_718..32_818], "{name}");
+    }
+}

@@ -175,22 +175,14 @@ impl Wof {
             return Ok(packed);
         }
         let fail = |what: String| Error::corrupt("ntfs", 0, format!("WOF chunk {index}: {what}"));
+        let mut out = vec![0u8; out_len];
         match self.algorithm {
             Algorithm::Lzx => {
-                let mut out = vec![0u8; out_len];
-                super::lzx::decompress(&packed, &mut out).map_err(|e| fail(e.to_string()))?;
-                Ok(out)
+                super::lzx::decompress(&packed, &mut out).map_err(|e| fail(e.to_string()))?
             }
-            _ => {
-                let mut out = xpress_huffman::decompress(&packed, out_len)
-                    .map_err(|e| fail(e.to_string()))?;
-                if out.len() < out_len {
-                    return Err(fail(format!("{} bytes of {out_len}", out.len())));
-                }
-                out.truncate(out_len);
-                Ok(out)
-            }
+            _ => super::xpress::decompress(&packed, &mut out).map_err(|e| fail(e.to_string()))?,
         }
+        Ok(out)
     }
 
     fn read_raw(&self, src: &dyn ReadAt, at: u64, buf: &mut [u8]) -> Result<()> {
