@@ -403,7 +403,9 @@ impl NtfsFs {
     /// ones (any drive letter) under its mount point. We cannot know the
     /// mount point, so absolute targets become relative paths climbing to
     /// the volume root (`../..`), which resolve to the same file wherever
-    /// the volume is mounted.
+    /// the volume is mounted. Only C: is taken for this volume: targets on
+    /// other drives (and volume GUID paths) stay absolute (`/D:/dir`), so
+    /// they dangle rather than name a file of this volume.
     fn place_target(&self, cur: &mut MftCursor<'_>, file: &NtfsFile, target: Target) -> String {
         let Some(parent) = self.parent(cur, file) else {
             return match target {
