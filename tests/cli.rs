@@ -211,3 +211,66 @@ fn cat_and_cp_read_alternate_data_streams() {
         .unwrap();
     assert_eq!(ok(&["cat", i, "/p2/xattr/tagged.txt:comment"]), comment);
 }
+
+/// Files whose data is elsewhere (deduplicated, cloud-only) are listed by
+/// `ls -l` with why, and `cat` fails naming the reparse tag.
+#[test]
+fn ls_reports_unreadable_ntfs_files() {
+    let tools = ["mkntfs", "ntfs-3g", "setfattr", "fusermount"];
+    let have = |t: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !tools.iter().all(|t| have(t)) || !Path::new("/dev/fuse").exists() {
+        assert!(!in_ci(), "ntfs tools or /dev/fuse missing (CI is set)");
+        eprintln!("SKIPPED: ntfs tools or /dev/fuse missing");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("ntfs.img");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let script = format!(
+        "truncate -s 16M {i} && mkntfs -F -Q {i} >/dev/null && ntfs-3g {i} {m} && \
+         echo d > {m}/dedup && \
+         setfattr -n system.ntfs_reparse_data -v 0x130000800400000001020304 {m}/dedup && \
+         echo c > {m}/cloud && \
+         setfattr -n system.ntfs_reparse_data -v 0x1a1000900400000001020304 {m}/cloud && \
+         echo plain > {m}/plain; fusermount -u {m}",
+        i = s(&img),
+        m = s(&mnt)
+    );
+    let out = Command::new("sh").arg("-ec").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8(ok(&["ls", "-l", s(&img), "/"])).unwrap();
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(name) || l.contains(&format!(" {name}  [")))
+            .unwrap_or_else(|| panic!("{name} not listed: {listing}"))
+            .to_string()
+    };
+    assert!(
+        line("dedup").contains("[reparse point with tag 0x80000013 (Windows Data Deduplication"),
+        "{listing}"
+    );
+    assert!(
+        line("cloud").contains("cloud files placeholder"),
+        "{listing}"
+    );
+    assert!(!line("plain").contains('['), "{listing}");
+    let json = String::from_utf8(ok(&["ls", "--json", s(&img), "/"])).unwrap();
+    assert!(json.contains("\"note\""), "{json}");
+    let out = restorefs(&["cat", s(&img), "/dedup"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0x80000013"), "{err}");
+    assert_eq!(ok(&["cat", s(&img), "/plain"]), b"plain\n");
+}

@@ -44,6 +44,13 @@ pub trait FileSystem: Send + Sync {
     /// (`user.foo`).
     fn xattrs(&self, node: NodeId) -> Result<Vec<(OsString, Vec<u8>)>>;
 
+    /// Why `node`'s data cannot be read, when the filesystem knows before
+    /// reading (an EFS-encrypted file, a deduplicated or cloud-only one),
+    /// for listings to show.
+    fn note(&self, _node: NodeId) -> Option<String> {
+        None
+    }
+
     /// Length of `node`'s named data stream `name` (an NTFS alternate data
     /// stream, `file:name`), `None` if it has none. By default the stream
     /// is the `user.<name>` xattr, as the mount shows streams.

@@ -245,6 +245,14 @@ impl RestoreTree {
         }
     }
 
+    /// Why `node`'s data cannot be read, if known without reading.
+    pub fn note(&self, node: Node) -> Option<String> {
+        match node {
+            Node::Fs(v, id) => self.fs(v).ok()?.note(id),
+            _ => None,
+        }
+    }
+
     /// Extended attributes of `node`.
     pub fn xattrs(&self, node: Node) -> Result<Vec<(OsString, Vec<u8>)>> {
         match node {

@@ -724,6 +724,17 @@ impl FileSystem for NtfsFs {
         }
     }
 
+    fn note(&self, node: NodeId) -> Option<String> {
+        let n = self.node(node).ok()?;
+        match (&n.content, n.stat.kind) {
+            (Content::Refused(why), FileType::File) => {
+                let prefix = format!("file record {node}: ");
+                Some(why.strip_prefix(&prefix).unwrap_or(why).to_string())
+            }
+            _ => None,
+        }
+    }
+
     fn stream_len(&self, node: NodeId, name: &OsStr) -> Result<Option<u64>> {
         Ok(self.named_stream(node, name)?.map(|(s, _)| s.len()))
     }
