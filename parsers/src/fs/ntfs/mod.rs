@@ -154,13 +154,40 @@ impl NtfsFs {
         };
         // Record 0 lies in the $MFT's first run, so it reads without help.
         match fs.mft_stream() {
-            Ok(mft) => fs.split = SplitRecords::new(mft, fs.ntfs.file_record_size()),
+            Ok(mft) => {
+                let mut split = SplitRecords::new(mft, fs.ntfs.file_record_size());
+                if let Some(rec0) = fs.mft_record0_if_listed() {
+                    let pos = fs.ntfs.mft_position().value().map_or(0, |p| p.get());
+                    let cluster = u64::from(fs.ntfs.cluster_size());
+                    let end = fs.src.size().max(fs.ntfs.size());
+                    split.virtualize(&rec0, pos, cluster, end);
+                }
+                fs.split = split;
+            }
             Err(e) => fs.warnings.push(format!("$MFT data unreadable: {e}")),
         }
         if fs.stat(ROOT_RECORD)?.kind != FileType::Dir {
             return Err(Error::corrupt("ntfs", 0, "root record is not a directory"));
         }
         Ok(fs)
+    }
+
+    /// Record 0's bytes as on disk, if it has an attribute list (its
+    /// $DATA then continues in other records).
+    fn mft_record0_if_listed(&self) -> Option<Vec<u8>> {
+        let mut cur = self.cursor();
+        let file = self.file(&mut cur, 0).ok()?;
+        let listed = file
+            .attributes_raw()
+            .filter_map(|a| a.ok())
+            .any(|a| matches!(a.ty(), Ok(NtfsAttributeType::AttributeList)));
+        if !listed {
+            return None;
+        }
+        let pos = self.ntfs.mft_position().value()?.get();
+        let mut buf = vec![0u8; self.ntfs.file_record_size() as usize];
+        self.src.read_exact_at(pos, &mut buf).ok()?;
+        Some(buf)
     }
 
     fn cursor(&self) -> MftCursor<'_> {

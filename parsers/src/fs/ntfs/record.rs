@@ -87,6 +87,11 @@ impl AttrHeader<'_> {
     pub(crate) fn lowest_vcn(&self) -> Result<u64> {
         self.u64_at(0x10)
     }
+    /// Last VCN this (non-resident) piece maps.
+    #[cfg(test)]
+    pub(crate) fn highest_vcn(&self) -> Result<u64> {
+        self.u64_at(0x18)
+    }
     pub(crate) fn allocated_size(&self) -> Result<u64> {
         self.u64_at(0x28)
     }

@@ -363,9 +363,13 @@ fn have_tools() -> bool {
 const REFERENCE_OPTS: &str = "ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr";
 
 fn make_image(s: &Scratch, populate: &str, mount_opts: &str) {
+    make_image_sized(s, populate, mount_opts, 32);
+}
+
+fn make_image_sized(s: &Scratch, populate: &str, mount_opts: &str, mib: u32) {
     let img = s.image();
     sh(&format!(
-        "truncate -s 32M '{i}' && mkntfs -F -Q -s 512 -c 4096 -L lbl '{i}' >/dev/null",
+        "truncate -s {mib}M '{i}' && mkntfs -F -Q -s 512 -c 4096 -L lbl '{i}' >/dev/null",
         i = img.display()
     ));
     sh(&format!(
@@ -1267,4 +1271,53 @@ fn wof_from_wimlib_streams() {
         assert_eq!(fs.read(node, 32_718, &mut buf).unwrap(), 100);
         assert_eq!(&buf[..], &plain[32_718..32_818], "{name}");
     }
+}
+
+/// An $MFT so fragmented that its runs need an attribute list (the disk
+/// filled with 4 KiB files, every other one deleted, then thousands of
+/// files made), compared with ntfs-3g; the records past the first piece
+/// of the $MFT's runs are reached.
+#[test]
+fn fragmented_mft_with_attribute_list() {
+    if !have_tools() {
+        return;
+    }
+    let s = Scratch::new("mftlist");
+    let populate = r#"
+mkdir fill many
+i=0; while head -c 4096 /dev/zero > fill/$i 2>/dev/null; do i=$((i+1)); done
+j=0; while [ $j -lt $i ]; do rm -f fill/$j; j=$((j+2)); done
+k=0; while [ $k -lt 6000 ] && echo $k > many/f$k 2>/dev/null; do k=$((k+1)); done
+rm -rf fill
+echo last > many/zz_last
+"#;
+    make_image_sized(&s, populate, "", 48);
+    let fs = open(Arc::new(FileSource::open(&s.image()).unwrap()) as Source).unwrap();
+    let mut cur = fs.cursor();
+    let mft = fs.file(&mut cur, 0).unwrap();
+    assert!(mft
+        .attributes_raw()
+        .any(|a| matches!(a.unwrap().ty(), Ok(NtfsAttributeType::AttributeList))));
+    let none = |_: &str| false;
+    let ours = walk_ours(&fs, &none);
+    assert!(ours.len() > 4000, "{}", ours.len());
+    compare(&ours, &walk_mount(&s.mnt, &none));
+    let last = resolve(&fs, "/many/zz_last").unwrap();
+    assert_eq!(read_all(&fs, last).unwrap(), b"last\n");
+    // Its record lies past what record 0's own runs map: found only
+    // through the whole $MFT.
+    assert!(fs.split.is_virtual());
+    let data = mft
+        .attributes_raw()
+        .map(|a| a.unwrap())
+        .find(|a| a.ty().ok() == Some(NtfsAttributeType::Data))
+        .unwrap();
+    let raw = record::RawRecord::read(&mut cur, &mft, fs.ntfs.file_record_size()).unwrap();
+    let mapped =
+        (raw.header(&data).unwrap().highest_vcn().unwrap() + 1) * u64::from(fs.ntfs.cluster_size());
+    assert!(
+        last * u64::from(fs.ntfs.file_record_size()) >= mapped,
+        "record {last} within the first {mapped} bytes"
+    );
+    s.unmount();
 }
