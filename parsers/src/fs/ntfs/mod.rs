@@ -328,7 +328,7 @@ impl NtfsFs {
                 }
             }
         };
-        let mut content = content;
+        let (mut content, mut allocated) = (content, allocated);
         if let Some(algorithm) = wof_algorithm {
             // The unnamed value is sparse with the real size; the data is
             // in the named stream.
@@ -336,6 +336,10 @@ impl NtfsFs {
                 .values(&mut cur, &file, NtfsAttributeType::Data, Some(wof::STREAM))?
                 .into_iter()
                 .next();
+            // What the file takes on disk is the compressed stream.
+            if let Some(v) = &raw {
+                allocated = v.allocated;
+            }
             content = match raw.map(|v| v.value) {
                 Some(Value::Ok(raw)) => {
                     Content::Data(Stream::Wof(Box::new(wof::Wof::new(raw, size, algorithm))))
