@@ -111,6 +111,23 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Disk extents (position, length) the value's bytes lie in, for
+    /// tests that damage them.
+    #[cfg(test)]
+    pub(crate) fn extents(&self) -> Vec<(u64, u64)> {
+        let runs = match self {
+            Stream::Resident(_) => return Vec::new(),
+            Stream::NonResident { runs, .. } => runs,
+            Stream::Compressed(c) => &c.runs,
+            Stream::Wof(w) => return w.raw().extents(),
+        };
+        runs.iter()
+            .filter_map(|r| r.pos.map(|p| (p, r.len)))
+            .collect()
+    }
+}
+
 impl Compressed {
     fn read(&self, src: &dyn ReadAt, offset: u64, buf: &mut [u8]) -> Result<usize> {
         if offset >= self.size {

@@ -1324,3 +1324,80 @@ echo last > many/zz_last
     );
     s.unmount();
 }
+
+/// Damaged compressed data (LZNT1 units, WOF chunk tables and chunks) in
+/// an image: reads fail or return bytes, never panic or hang.
+#[test]
+fn damaged_compressed_data_never_panics() {
+    if !have_tools() {
+        return;
+    }
+    let packed = include_bytes!("testdata/am_delta.xhuff").to_vec();
+    let stored: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+    let xp = wof::tests::stream(&[stored, packed]);
+    let populate = format!(
+        "mkdir comp\nsetfattr -h -v 0x00000800 -n system.ntfs_attrib_be comp\n\
+         yes restorefs | head -c 300000 > comp/text\n\
+         {{ seq 1 20000; head -c 70000 /dev/urandom; seq 5 30000; }} > comp/mixed\n\
+         touch wof\ntruncate -s {} wof\n\
+         setfattr -n user.WofCompressedData -v {} wof\n\
+         setfattr -n system.ntfs_reparse_data -v {} wof\n",
+        8192 + 6948,
+        hex(&xp),
+        hex(&wof_reparse(2))
+    );
+    let s = Scratch::new("damage");
+    make_image(&s, &populate, "");
+    s.unmount();
+    let image = std::fs::read(s.image()).unwrap();
+    let extents: Vec<(u64, u64)> = {
+        let fs = open(Arc::new(MemSource(image.clone())) as Source).unwrap();
+        let mut cur = fs.cursor();
+        let mut all = Vec::new();
+        for (path, stream) in [
+            ("/comp/text", ""),
+            ("/comp/mixed", ""),
+            ("/wof", wof::STREAM),
+        ] {
+            let node = resolve(&fs, path).unwrap();
+            let file = fs.file(&mut cur, node).unwrap();
+            let v = fs
+                .values(&mut cur, &file, NtfsAttributeType::Data, Some(stream))
+                .unwrap();
+            let Value::Ok(st) = &v[0].value else {
+                panic!("{path}: refused");
+            };
+            all.extend(st.extents());
+        }
+        all
+    };
+    assert!(!extents.is_empty());
+    let mut rng = Rng(0xC0FF_EE12_3456_789B);
+    let start = std::time::Instant::now();
+    let mut buf = vec![0u8; 1 << 16];
+    for _ in 0..150 {
+        let mut img = image.clone();
+        for _ in 0..1 + rng.below(20) {
+            let (pos, len) = extents[rng.below(extents.len() as u64) as usize];
+            let at = (pos + rng.below(len)) as usize;
+            if let Some(b) = img.get_mut(at) {
+                *b ^= 1 << rng.below(8);
+            }
+        }
+        let fs = open(Arc::new(MemSource(img)) as Source).unwrap();
+        for path in ["/comp/text", "/comp/mixed", "/wof"] {
+            let node = resolve(&fs, path).unwrap();
+            let size = fs.stat(node).unwrap().size;
+            let mut off = 0u64;
+            while off < size {
+                match fs.read(node, off, &mut buf) {
+                    Ok(0) => panic!("{path}: read 0 at {off} of {size}"),
+                    Ok(n) => off += n as u64,
+                    // Skip the damaged unit or chunk and go on.
+                    Err(_) => off += 4096,
+                }
+            }
+        }
+    }
+    assert!(start.elapsed().as_secs() < 300);
+}

@@ -96,6 +96,12 @@ impl Wof {
         }
     }
 
+    /// The `WofCompressedData` stream.
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> &Stream {
+        &self.raw
+    }
+
     /// Uncompressed length.
     pub(crate) fn len(&self) -> u64 {
         self.size
