@@ -272,6 +272,76 @@ pub(crate) mod tests {
         assert_eq!(&b[5..], &plain[..5]);
     }
 
+    /// An XPRESS chunk of 16 KiB of zeros, made by hand: a literal 0
+    /// (code 0), then symbol 271 (code 1: offset 1, long length) whose
+    /// length bytes 255, 16380 give 16383.
+    fn zeros_16k() -> Vec<u8> {
+        let mut z = vec![0u8; 256];
+        z[0] = 0x01;
+        z[271 / 2] = 0x10;
+        z.extend([0x00, 0x40, 0x00, 0x00, 255]);
+        z.extend(16380u16.to_le_bytes());
+        z
+    }
+
+    /// Past 4 GiB the chunk table has 8-byte entries: a 4 GiB + 32 KiB
+    /// XPRESS16K file whose chunks all alias three stored buffers.
+    #[test]
+    fn wide_chunk_table_past_4_gib() {
+        use super::super::data::Run;
+        let chunk = 16384u64;
+        let size = (4u64 << 30) + 2 * chunk + 5;
+        let n = size.div_ceil(chunk);
+        let table_len = (n - 1) * 8;
+        let z = zeros_16k();
+        let pattern: Vec<u8> = (0..chunk as u32).map(|i| (i % 253) as u8).collect();
+        // Disk: the table, then one copy of each chunk kind.
+        let mut disk = Vec::with_capacity(table_len as usize + z.len() + pattern.len() + 5);
+        let mut runs = vec![Run {
+            start: 0,
+            len: table_len,
+            pos: Some(0),
+        }];
+        let (z_at, p_at) = (table_len, table_len + z.len() as u64);
+        let h_at = p_at + chunk;
+        let mut off = 0u64;
+        for i in 0..n {
+            if i > 0 {
+                disk.extend(off.to_le_bytes());
+            }
+            // The chunk starting at 4 GiB is stored, the last is "hello".
+            let (pos, len) = match i {
+                _ if i == n - 1 => (h_at, 5),
+                _ if i * chunk == 4 << 30 => (p_at, chunk),
+                _ => (z_at, z.len() as u64),
+            };
+            runs.push(Run {
+                start: table_len + off,
+                len,
+                pos: Some(pos),
+            });
+            off += len;
+        }
+        disk.extend(&z);
+        disk.extend(&pattern);
+        disk.extend(b"hello");
+        let raw = Stream::NonResident {
+            runs,
+            size: table_len + off,
+            init: table_len + off,
+        };
+        let wof = Wof::new(raw, size, Algorithm::Xpress16k);
+        let src = MemSource(disk);
+        let mut buf = vec![0xffu8; 10];
+        assert_eq!(wof.read(&src, 0, &mut buf).unwrap(), 10);
+        assert_eq!(buf, [0; 10]);
+        assert_eq!(wof.read(&src, (4 << 30) - 3, &mut buf).unwrap(), 10);
+        assert_eq!(&buf[..3], &[0; 3]);
+        assert_eq!(&buf[3..], &pattern[..7]);
+        assert_eq!(wof.read(&src, size - 5, &mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"hello");
+    }
+
     #[test]
     fn hostile_streams_fail_cleanly() {
         let packed = include_bytes!("testdata/am_delta.xhuff").to_vec();
