@@ -407,6 +407,8 @@ struct Item {
     ctime: (i64, u32),
     nlink: u32,
     rdev: u64,
+    /// 512-byte blocks taken, as `st_blocks` counts them.
+    blocks: u64,
     target: Option<OsString>,
     content: Option<Vec<u8>>,
     xattrs: Vec<(OsString, Vec<u8>)>,
@@ -452,6 +454,7 @@ fn walk_ours(fs: &dyn FileSystem, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<
                     ctime: (st.ctime.secs, st.ctime.nanos),
                     nlink: st.nlink,
                     rdev: st.rdev,
+                    blocks: st.allocated.div_ceil(512),
                     target,
                     content,
                     xattrs,
@@ -522,6 +525,7 @@ fn walk_mount(root: &Path, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<String,
                     ctime: (md.ctime(), md.ctime_nsec() as u32),
                     nlink: md.nlink() as u32,
                     rdev: md.rdev(),
+                    blocks: md.blocks(),
                     target: (kind == FileType::Symlink)
                         .then(|| std::fs::read_link(e.path()).unwrap().into_os_string()),
                     content: (kind == FileType::File && !skip_data(&p))
@@ -554,6 +558,9 @@ fn compare(ours: &BTreeMap<String, Item>, reference: &BTreeMap<String, Item>) {
             (r.mtime, r.atime, r.ctime),
             "{path}"
         );
+        if o.kind == FileType::File {
+            assert_eq!(o.blocks, r.blocks, "{path}: blocks");
+        }
         assert!(o.content == r.content, "{path}: content differs");
     }
 }
