@@ -10,7 +10,8 @@
 //!   decompressed (`lznt1`) into the chunk cache, encrypted data is
 //!   refused (Unsupported), never returned raw;
 //! - `index`: directory B+ trees walked with cycle and depth bounds;
-//! - `mft`: file records split across two $MFT runs read whole;
+//! - `mft`: file records split across two $MFT runs read whole, and
+//!   records of an $MFT whose runs need an attribute list reached;
 //! - `names`: the listing rules (metafiles, 8.3 aliases, duplicates);
 //! - `reparse`: symlinks and junctions, and ntfs-3g's Interix files;
 //! - `wof`, `xpress`, `lzx`: WOF system compression (XPRESS Huffman and
@@ -21,8 +22,10 @@
 //! The view matches ntfs-3g mounted with
 //! `-o ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr`
 //! (modes 0644/0755/0777, directories with one link, named streams as
-//! `user.*` xattrs), except that reparse points of unknown tags are files
-//! whose reads fail, where ntfs-3g shows a dangling symlink.
+//! `user.*` xattrs), except that: reparse points of unknown tags are files
+//! whose reads fail, where ntfs-3g shows a dangling symlink; WOF files read
+//! decompressed (ntfs-3g needs a plugin); links to drives other than C:
+//! dangle (`/D:/...`) where ntfs-3g puts them under its mount point.
 
 mod data;
 mod index;
