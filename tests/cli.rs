@@ -134,3 +134,143 @@ fn cp_refuses_to_overwrite_without_force() {
     let bytes = ok(&["cat", s(&img), path]);
     assert_eq!(bytes, std::fs::read(&dest).unwrap());
 }
+
+/// `PATH:stream` reads an NTFS alternate data stream in `cat` and `cp`,
+/// and, through its xattr, a `user.*` attribute on ext.
+#[test]
+fn cat_and_cp_read_alternate_data_streams() {
+    use base64::Engine;
+    let Some(dir) = generated("gpt-ntfs-ext4") else {
+        return;
+    };
+    let img = dir.join("disk.img");
+    let want = load_manifest(&dir.join("manifest/p1.jsonl"));
+    let xattr = |path: &str, name: &str| {
+        let b64 = want[path]["xattrs"][name]
+            .as_str()
+            .expect("xattr in manifest");
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
+    };
+    let zone = xattr("/xattr/downloaded.exe", "user.Zone.Identifier");
+    assert_eq!(zone, b"[ZoneTransfer]\r\nZoneId=3\r\n");
+    let i = s(&img);
+    assert_eq!(
+        ok(&["cat", i, "/p1/xattr/downloaded.exe:Zone.Identifier"]),
+        zone
+    );
+    // Windows' full spelling, and stream names without case.
+    assert_eq!(
+        ok(&["cat", i, "/p1/xattr/downloaded.exe:Zone.Identifier:$DATA"]),
+        zone
+    );
+    assert_eq!(
+        ok(&["cat", i, "/p1/xattr/downloaded.exe:zone.identifier"]),
+        zone
+    );
+    // A non-resident stream (60000 bytes), and an empty one.
+    let big = xattr("/xattr/big_stream.txt", "user.big");
+    assert_eq!(big.len(), 60000);
+    assert_eq!(ok(&["cat", i, "/p1/xattr/big_stream.txt:big"]), big);
+    assert!(ok(&["cat", i, "/p1/xattr/empty_value.txt:empty"]).is_empty());
+    // The file itself is unchanged by the syntax.
+    let exe = ok(&["cat", i, "/p1/xattr/downloaded.exe"]);
+    assert_eq!(exe.len(), 3000);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("zone");
+    ok(&[
+        "cp",
+        i,
+        "/p1/xattr/downloaded.exe:Zone.Identifier",
+        s(&dest),
+    ]);
+    assert_eq!(std::fs::read(&dest).unwrap(), zone);
+    ok(&["cp", i, "/p1/xattr/big_stream.txt:big", s(tmp.path())]);
+    assert_eq!(
+        std::fs::read(tmp.path().join("big_stream.txt:big")).unwrap(),
+        big
+    );
+
+    // A missing stream is an error naming the path, for both.
+    let out = restorefs(&["cat", i, "/p1/xattr/downloaded.exe:nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("downloaded.exe:nope"), "{err}");
+    let out = restorefs(&["cp", i, "/p1/xattr/downloaded.exe:nope", s(&dest)]);
+    assert!(!out.status.success());
+
+    // On ext the same syntax reaches `user.*` xattrs.
+    let ext = load_manifest(&dir.join("manifest/p2.jsonl"));
+    let b64 = ext["/xattr/tagged.txt"]["xattrs"]["user.comment"]
+        .as_str()
+        .unwrap();
+    let comment = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    assert_eq!(ok(&["cat", i, "/p2/xattr/tagged.txt:comment"]), comment);
+}
+
+/// Files whose data is elsewhere (deduplicated, cloud-only) are listed by
+/// `ls -l` with why, and `cat` fails naming the reparse tag.
+#[test]
+fn ls_reports_unreadable_ntfs_files() {
+    let tools = ["mkntfs", "ntfs-3g", "setfattr", "fusermount"];
+    let have = |t: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !tools.iter().all(|t| have(t)) || !Path::new("/dev/fuse").exists() {
+        assert!(!in_ci(), "ntfs tools or /dev/fuse missing (CI is set)");
+        eprintln!("SKIPPED: ntfs tools or /dev/fuse missing");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("ntfs.img");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let script = format!(
+        "truncate -s 16M {i} && mkntfs -F -Q {i} >/dev/null && ntfs-3g {i} {m} && \
+         echo d > {m}/dedup && \
+         setfattr -n system.ntfs_reparse_data -v 0x130000800400000001020304 {m}/dedup && \
+         echo c > {m}/cloud && \
+         setfattr -n system.ntfs_reparse_data -v 0x1a1000900400000001020304 {m}/cloud && \
+         echo plain > {m}/plain; fusermount -u {m}",
+        i = s(&img),
+        m = s(&mnt)
+    );
+    let out = Command::new("sh").arg("-ec").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8(ok(&["ls", "-l", s(&img), "/"])).unwrap();
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(name) || l.contains(&format!(" {name}  [")))
+            .unwrap_or_else(|| panic!("{name} not listed: {listing}"))
+            .to_string()
+    };
+    assert!(
+        line("dedup").contains("[reparse point with tag 0x80000013 (Windows Data Deduplication"),
+        "{listing}"
+    );
+    assert!(
+        line("cloud").contains("cloud files placeholder"),
+        "{listing}"
+    );
+    assert!(!line("plain").contains('['), "{listing}");
+    let json = String::from_utf8(ok(&["ls", "--json", s(&img), "/"])).unwrap();
+    assert!(json.contains("\"note\""), "{json}");
+    let out = restorefs(&["cat", s(&img), "/dedup"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0x80000013"), "{err}");
+    assert_eq!(ok(&["cat", s(&img), "/plain"]), b"plain\n");
+}

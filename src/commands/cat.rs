@@ -7,8 +7,14 @@ use super::{open, CliError, CliResult, OpenSpec};
 /// `restorefs cat IMAGE PATH`.
 pub fn run(image: &Path, path: &str, spec: &OpenSpec) -> CliResult {
     let tree = open(image, spec)?;
-    let node = tree.resolve(path).map_err(|e| CliError::at(image, e))?;
-    let size = tree.stat(node).map_err(|e| CliError::at(image, e))?.size;
+    // `file:stream` names an NTFS alternate data stream.
+    let (node, stream) = tree
+        .resolve_stream(path)
+        .map_err(|e| CliError::at(image, e))?;
+    let stream = stream.as_deref();
+    let size = tree
+        .data_len(node, stream)
+        .map_err(|e| CliError::at(image, e))?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut buf = vec![0u8; 1 << 20];
@@ -16,7 +22,7 @@ pub fn run(image: &Path, path: &str, spec: &OpenSpec) -> CliResult {
     while off < size {
         let want = (size - off).min(buf.len() as u64) as usize;
         let n = tree
-            .read(node, off, &mut buf[..want])
+            .read_data(node, stream, off, &mut buf[..want])
             .map_err(|e| CliError::at(image, format!("{path}: {e}")))?;
         if n == 0 {
             return Err(CliError::at(

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use restorefs_parsers::tree::{copy_out, safe_name, CopyOptions, CopyReport};
+use restorefs_parsers::tree::{copy_out, copy_stream_out, safe_name, CopyOptions, CopyReport};
 
 use super::{open, CliError, CliResult, OpenSpec};
 
@@ -34,7 +34,8 @@ pub fn run(
     };
     let mut report = CopyReport::default();
     for src in sources {
-        let node = match tree.resolve(src) {
+        // `file:stream` names an NTFS alternate data stream.
+        let (node, stream) = match tree.resolve_stream(src) {
             Ok(n) => n,
             Err(e) => {
                 report.failed.push((src.clone(), e.to_string()));
@@ -58,7 +59,10 @@ pub fn run(
         } else {
             dest.to_path_buf()
         };
-        copy_out(&tree, node, src, &target, &opts, &mut report);
+        match stream {
+            Some(name) => copy_stream_out(&tree, node, &name, src, &target, &opts, &mut report),
+            None => copy_out(&tree, node, src, &target, &opts, &mut report),
+        }
     }
     bar.finish_and_clear();
     for (from, to) in &report.renamed {

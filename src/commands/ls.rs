@@ -121,8 +121,15 @@ impl<W: Write> Lister<'_, W> {
         } else {
             None
         };
+        // Files whose data cannot be read (EFS, deduplicated, cloud-only)
+        // say so in the listing rather than only when read.
+        let note = self.tree.note(node);
         let line = if self.json {
-            stat_json(path, node.ino(), &st, target.as_deref()).to_string()
+            let mut v = stat_json(path, node.ino(), &st, target.as_deref());
+            if let Some(n) = &note {
+                v["note"] = serde_json::json!(n);
+            }
+            v.to_string()
         } else {
             let mut l = format!(
                 "{} {:>3} {:>5} {:>5} {:>12} {} {name}",
@@ -136,6 +143,11 @@ impl<W: Write> Lister<'_, W> {
             if let Some(t) = &target {
                 l.push_str(" -> ");
                 l.push_str(t);
+            }
+            if let Some(n) = &note {
+                l.push_str("  [");
+                l.push_str(n);
+                l.push(']');
             }
             l
         };

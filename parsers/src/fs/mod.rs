@@ -47,4 +47,44 @@ pub trait FileSystem: Send + Sync {
     /// Extended attributes as (name, value), names as Linux shows them
     /// (`user.foo`).
     fn xattrs(&self, node: NodeId) -> Result<Vec<(OsString, Vec<u8>)>>;
+
+    /// Why `node`'s data cannot be read, when the filesystem knows before
+    /// reading (an EFS-encrypted file, a deduplicated or cloud-only one),
+    /// for listings to show.
+    fn note(&self, _node: NodeId) -> Option<String> {
+        None
+    }
+
+    /// Length of `node`'s named data stream `name` (an NTFS alternate data
+    /// stream, `file:name`), `None` if it has none. By default the stream
+    /// is the `user.<name>` xattr, as the mount shows streams.
+    fn stream_len(&self, node: NodeId, name: &OsStr) -> Result<Option<u64>> {
+        Ok(xattr_stream(self.xattrs(node)?, name).map(|v| v.len() as u64))
+    }
+
+    /// Reads `node`'s named data stream `name` at `offset`; 0 at or past
+    /// its end. By default from the `user.<name>` xattr.
+    fn read_stream(
+        &self,
+        node: NodeId,
+        name: &OsStr,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let value = xattr_stream(self.xattrs(node)?, name)
+            .ok_or_else(|| crate::Error::NotFound(format!("stream {}", name.to_string_lossy())))?;
+        let Some(rest) = usize::try_from(offset).ok().and_then(|o| value.get(o..)) else {
+            return Ok(0);
+        };
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        Ok(n)
+    }
+}
+
+/// The value of xattr `user.<name>` among `xattrs`.
+fn xattr_stream(xattrs: Vec<(OsString, Vec<u8>)>, name: &OsStr) -> Option<Vec<u8>> {
+    let mut want = OsString::from("user.");
+    want.push(name);
+    xattrs.into_iter().find(|(k, _)| *k == want).map(|(_, v)| v)
 }

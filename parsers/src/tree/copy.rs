@@ -60,6 +60,32 @@ pub fn copy_out(
     }
 }
 
+/// Copies `node`'s named data stream `stream` (at image path `src_path`,
+/// `file:stream`) to exactly `dest` as a plain file with the file's mode
+/// and times.
+pub fn copy_stream_out(
+    tree: &RestoreTree,
+    node: Node,
+    stream: &OsStr,
+    src_path: &str,
+    dest: &Path,
+    opts: &CopyOptions<'_>,
+    report: &mut CopyReport,
+) {
+    let result = (|| -> io::Result<()> {
+        let st = tree.stat(node).map_err(to_io)?;
+        let size = tree.data_len(node, Some(stream)).map_err(to_io)?;
+        prepare(dest, opts.force, false)?;
+        let written = write_file(tree, node, Some(stream), size, dest, opts)?;
+        report.bytes += written;
+        report.files += 1;
+        set_meta(dest, &st, true)
+    })();
+    if let Err(e) = result {
+        report.failed.push((src_path.to_string(), e.to_string()));
+    }
+}
+
 fn copy_node(
     tree: &RestoreTree,
     node: Node,
@@ -123,7 +149,7 @@ fn copy_node(
         }
         FileType::File => {
             prepare(dest, opts.force, false)?;
-            let written = write_file(tree, node, &st, dest, opts)?;
+            let written = write_file(tree, node, None, st.size, dest, opts)?;
             report.bytes += written;
             report.files += 1;
             copy_xattrs(tree, node, src_path, dest, report);
@@ -231,24 +257,28 @@ fn is_real_dir(p: &Path) -> bool {
 
 const CHUNK: usize = 1 << 20;
 
-/// Writes a file's bytes, leaving all-zero chunks as holes.
+/// Writes a file's bytes (or its stream's), leaving all-zero chunks as
+/// holes.
 fn write_file(
     tree: &RestoreTree,
     node: Node,
-    st: &Stat,
+    stream: Option<&OsStr>,
+    size: u64,
     dest: &Path,
     opts: &CopyOptions<'_>,
 ) -> io::Result<u64> {
     let mut out = OpenOptions::new().write(true).create_new(true).open(dest)?;
     let mut buf = vec![0u8; CHUNK];
     let mut off = 0u64;
-    while off < st.size {
-        let want = (st.size - off).min(CHUNK as u64) as usize;
-        let n = tree.read(node, off, &mut buf[..want]).map_err(to_io)?;
+    while off < size {
+        let want = (size - off).min(CHUNK as u64) as usize;
+        let n = tree
+            .read_data(node, stream, off, &mut buf[..want])
+            .map_err(to_io)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("file ends at {off} of {} bytes", st.size),
+                format!("file ends at {off} of {size} bytes"),
             ));
         }
         let chunk = &buf[..n];

@@ -18,7 +18,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::sync::Arc;
 
-pub use copy::{copy_out, safe_name, CopyOptions, CopyReport};
+pub use copy::{copy_out, copy_stream_out, safe_name, CopyOptions, CopyReport};
 pub use volumes::{TreeVolume, VolumeState};
 
 use crate::fs::{FileSystem, FileType, NodeId, Stat, Timespec};
@@ -364,6 +364,14 @@ impl RestoreTree {
         }
     }
 
+    /// Why `node`'s data cannot be read, if known without reading.
+    pub fn note(&self, node: Node) -> Option<String> {
+        match node {
+            Node::Fs(v, id) => self.fs(v).ok()?.note(id),
+            _ => None,
+        }
+    }
+
     /// Extended attributes of `node`.
     pub fn xattrs(&self, node: Node) -> Result<Vec<(OsString, Vec<u8>)>> {
         match node {
@@ -387,6 +395,82 @@ impl RestoreTree {
                 .ok_or_else(|| Error::NotFound(walked.clone()))?;
         }
         Ok(node)
+    }
+
+    /// The node at `path` and, when its last component names an alternate
+    /// data stream (`file:stream`, or `file:stream:$DATA` as Windows
+    /// writes it), the stream's name. A name that exists as written wins:
+    /// ext names may hold ':'.
+    pub fn resolve_stream(&self, path: &str) -> Result<(Node, Option<OsString>)> {
+        let err = match self.resolve(path) {
+            Ok(node) => return Ok((node, None)),
+            Err(e @ Error::NotFound(_)) => e,
+            Err(e) => return Err(e),
+        };
+        let trimmed = path.trim_end_matches('/');
+        let (dir, last) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+        let last = match last.rsplit_once(':') {
+            Some((rest, ty)) if ty.eq_ignore_ascii_case("$DATA") && rest.contains(':') => rest,
+            _ => last,
+        };
+        let Some((file, stream)) = last.rsplit_once(':') else {
+            return Err(err);
+        };
+        if file.is_empty() || stream.is_empty() {
+            return Err(err);
+        }
+        let node = self.resolve(&format!("{dir}/{file}"))?;
+        let stream = OsString::from(stream);
+        match self.stream_len(node, &stream)? {
+            Some(_) => Ok((node, Some(stream))),
+            None => Err(Error::NotFound(path.to_string())),
+        }
+    }
+
+    /// Length of `node`'s named data stream `name`, `None` if it has none.
+    pub fn stream_len(&self, node: Node, name: &OsStr) -> Result<Option<u64>> {
+        match node {
+            Node::Fs(v, id) => self.on_fs(v, |fs| fs.stream_len(id, name)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Reads `node`'s named data stream `name` at `offset`.
+    pub fn read_stream(
+        &self,
+        node: Node,
+        name: &OsStr,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        match node {
+            Node::Fs(v, id) => self.on_fs(v, |fs| fs.read_stream(id, name, offset, buf)),
+            _ => Err(Error::NotFound(name.to_string_lossy().into_owned())),
+        }
+    }
+
+    /// Reads `node`'s data, or its stream `stream` if given.
+    pub fn read_data(
+        &self,
+        node: Node,
+        stream: Option<&OsStr>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        match stream {
+            None => self.read(node, offset, buf),
+            Some(name) => self.read_stream(node, name, offset, buf),
+        }
+    }
+
+    /// Length of `node`'s data, or of its stream `stream` if given.
+    pub fn data_len(&self, node: Node, stream: Option<&OsStr>) -> Result<u64> {
+        match stream {
+            None => Ok(self.stat(node)?.size),
+            Some(name) => self
+                .stream_len(node, name)?
+                .ok_or_else(|| Error::NotFound(name.to_string_lossy().into_owned())),
+        }
     }
 
     /// The volume index a node lives on, if any.

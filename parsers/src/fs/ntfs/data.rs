@@ -7,8 +7,10 @@ use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::structured_values::NtfsAttributeList;
 use ntfs::{Ntfs, NtfsAttribute, NtfsAttributeFlags, NtfsAttributeType, NtfsFile};
 
+use super::lznt1;
 use super::ntfs_err;
 use super::record::RawRecord;
+use crate::cache::ChunkCache;
 use crate::{Error, ReadAt, Result};
 
 /// Most runs one value may have; far above any real file (the MFT of a
@@ -16,6 +18,10 @@ use crate::{Error, ReadAt, Result};
 const MAX_RUNS: usize = 1 << 20;
 /// Most attribute-list entries we walk for one file.
 const MAX_LIST_ENTRIES: usize = 1 << 16;
+/// Largest compression unit accepted: Windows compresses only with
+/// clusters up to 4 KiB, 16 to a unit (64 KiB); this leaves room for
+/// other writers and bounds what one unit allocates.
+const MAX_UNIT: u64 = 1 << 20;
 
 /// One data run: `len` bytes of the value from byte `start`, at absolute
 /// byte `pos` of the volume, or zeros when sparse (`pos` = None).
@@ -37,6 +43,24 @@ pub(crate) enum Stream {
         /// Valid data length; the rest up to `size` reads as zeros.
         init: u64,
     },
+    /// LZNT1-compressed runs, decoded one compression unit at a time.
+    Compressed(Compressed),
+    /// WOF system compression: chunks of another stream.
+    Wof(Box<super::wof::Wof>),
+}
+
+/// A compressed value: the runs as for [`Stream::NonResident`], cut into
+/// units of `unit` bytes. A unit with no sparse run is stored as is; one
+/// that is all sparse reads as zeros; one with allocated clusters and a
+/// sparse tail holds LZNT1 data for the whole unit.
+#[derive(Debug, Clone)]
+pub(crate) struct Compressed {
+    runs: Vec<Run>,
+    size: u64,
+    init: u64,
+    unit: u64,
+    /// Key of this value's units in the chunk cache.
+    owner: u64,
 }
 
 /// A value, or why we refuse to read it (compressed, encrypted).
@@ -62,6 +86,8 @@ impl Stream {
         match self {
             Stream::Resident(v) => v.len() as u64,
             Stream::NonResident { size, .. } => *size,
+            Stream::Compressed(c) => c.size,
+            Stream::Wof(w) => w.len(),
         }
     }
 
@@ -79,7 +105,111 @@ impl Stream {
             Stream::NonResident { runs, size, init } => {
                 read_runs(src, runs, *size, *init, offset, buf)
             }
+            Stream::Compressed(c) => c.read(src, offset, buf),
+            Stream::Wof(w) => w.read(src, offset, buf),
         }
+    }
+}
+
+impl Stream {
+    /// Disk extents (position, length) the value's bytes lie in, for
+    /// tests that damage them.
+    #[cfg(test)]
+    pub(crate) fn extents(&self) -> Vec<(u64, u64)> {
+        let runs = match self {
+            Stream::Resident(_) => return Vec::new(),
+            Stream::NonResident { runs, .. } => runs,
+            Stream::Compressed(c) => &c.runs,
+            Stream::Wof(w) => return w.raw().extents(),
+        };
+        runs.iter()
+            .filter_map(|r| r.pos.map(|p| (p, r.len)))
+            .collect()
+    }
+}
+
+impl Compressed {
+    fn read(&self, src: &dyn ReadAt, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if offset >= self.size {
+            return Ok(0);
+        }
+        let total = usize::try_from(self.size - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let mut done = 0usize;
+        while done < total {
+            let at = offset + done as u64;
+            let want = total - done;
+            if at >= self.init {
+                buf[done..total].fill(0);
+                break;
+            }
+            let want = want.min(usize::try_from(self.init - at).unwrap_or(usize::MAX));
+            let index = at / self.unit;
+            let data = ChunkCache::global()
+                .get_or_load(self.owner, index, || self.load_unit(src, index))?;
+            // `unit` fits in usize (at most MAX_UNIT), and so does the rest.
+            let in_unit = (at % self.unit) as usize;
+            let n = want.min(data.len().saturating_sub(in_unit));
+            if n == 0 {
+                return Err(Error::corrupt(
+                    "ntfs",
+                    at,
+                    "compression unit shorter than expected",
+                ));
+            }
+            buf[done..done + n].copy_from_slice(&data[in_unit..in_unit + n]);
+            done += n;
+        }
+        Ok(total)
+    }
+
+    /// Unit `index`, decompressed if it is compressed.
+    fn load_unit(&self, src: &dyn ReadAt, index: u64) -> Result<Vec<u8>> {
+        let start = index * self.unit;
+        let end = start.saturating_add(self.unit);
+        // The unit's pieces: disk extents in order, and how many of its
+        // bytes are sparse or not mapped at all.
+        let mut extents: Vec<(u64, u64)> = Vec::new();
+        let mut stored = 0u64;
+        let mut idx = self.runs.partition_point(|r| r.start + r.len <= start);
+        while let Some(run) = self.runs.get(idx).filter(|r| r.start < end) {
+            let from = run.start.max(start);
+            let to = (run.start + run.len).min(end);
+            if let Some(pos) = run.pos {
+                let p = pos
+                    .checked_add(from - run.start)
+                    .ok_or_else(|| Error::corrupt("ntfs", pos, "data run past 2^64"))?;
+                extents.push((p, to - from));
+                stored += to - from;
+            }
+            idx += 1;
+        }
+        // Both at most MAX_UNIT.
+        let unit = self.unit as usize;
+        let mut disk = vec![0u8; stored as usize];
+        let mut filled = 0usize;
+        for (pos, len) in extents {
+            let len = len as usize;
+            src.read_exact_at(pos, &mut disk[filled..filled + len])
+                .map_err(|e| Error::io("ntfs", pos, e))?;
+            filled += len;
+        }
+        if stored == 0 {
+            return Ok(vec![0u8; unit]);
+        }
+        if stored == self.unit {
+            return Ok(disk);
+        }
+        let mut out = vec![0u8; unit];
+        lznt1::decompress(&disk, &mut out).map_err(|e| {
+            Error::corrupt(
+                "ntfs",
+                start,
+                format!("compression unit at byte {start}: {e}"),
+            )
+        })?;
+        Ok(out)
     }
 }
 
@@ -142,6 +272,9 @@ struct Piece {
     size: u64,
     init: u64,
     allocated: u64,
+    /// log2 of clusters per compression unit (first piece's is used).
+    unit_exp: u8,
+    cluster: u64,
 }
 
 fn piece<T: Read + Seek>(
@@ -173,6 +306,8 @@ fn piece<T: Read + Seek>(
             init: len,
             // A resident value is kept 8-byte aligned in the record.
             allocated: (len + 7) & !7,
+            unit_exp: 0,
+            cluster: 0,
         });
     }
     let raw = RawRecord::read(cur, file, ntfs.file_record_size())?;
@@ -189,13 +324,14 @@ fn piece<T: Read + Seek>(
     {
         allocated = hdr.compressed_size()?;
     }
+    let unit_exp = hdr.compression_unit()?;
     let mut runs = Vec::new();
     let cluster = u64::from(ntfs.cluster_size());
     let mut start = lowest_vcn
         .checked_mul(cluster)
         .ok_or_else(|| Error::corrupt("ntfs", 0, "lowest VCN too large"))?;
-    // Compressed values are refused later; don't decode their runs.
-    if !flags.contains(NtfsAttributeFlags::COMPRESSED) {
+    // Encrypted values are refused later; don't decode their runs.
+    if !flags.contains(NtfsAttributeFlags::ENCRYPTED) {
         let value = attr.value(cur).map_err(ntfs_err)?;
         let NtfsAttributeValue::NonResident(nr) = value else {
             return Err(Error::corrupt(
@@ -226,6 +362,8 @@ fn piece<T: Read + Seek>(
         size,
         init,
         allocated,
+        unit_exp,
+        cluster,
     })
 }
 
@@ -332,11 +470,29 @@ fn assemble(mut pieces: Vec<Piece>, record: u64) -> Result<Vec<NamedValue>> {
             format!("stream '{}'", first.name)
         };
         let refused = if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
-            Some(format!("file record {record}: encrypted {what}"))
-        } else if flags.contains(NtfsAttributeFlags::COMPRESSED) {
-            Some(format!(
-                "file record {record}: compressed (LZNT1) {what}, not read yet"
-            ))
+            Some(format!("file record {record}: EFS-encrypted {what}"))
+        } else {
+            None
+        };
+        // Resident values are never compressed, whatever their flags say.
+        let unit = if flags.contains(NtfsAttributeFlags::COMPRESSED) && first.resident.is_none() {
+            match 1u64
+                .checked_shl(u32::from(first.unit_exp))
+                .and_then(|n| n.checked_mul(first.cluster))
+                .filter(|&u| first.unit_exp > 0 && u <= MAX_UNIT && u > 0)
+            {
+                Some(u) => Some(u),
+                None => {
+                    return Err(Error::corrupt(
+                        "ntfs",
+                        0,
+                        format!(
+                            "file record {record}: compressed {what} with compression unit 2^{}",
+                            first.unit_exp
+                        ),
+                    ))
+                }
+            }
         } else {
             None
         };
@@ -365,14 +521,18 @@ fn assemble(mut pieces: Vec<Piece>, record: u64) -> Result<Vec<NamedValue>> {
             }
             runs.extend(next.runs);
         }
-        let value = match (refused, resident) {
-            (Some(why), _) => Value::Refused(why),
-            (None, Some(bytes)) => Value::Ok(Stream::Resident(bytes)),
-            (None, None) => Value::Ok(Stream::NonResident {
+        let init = init.min(size);
+        let value = match (refused, resident, unit) {
+            (Some(why), _, _) => Value::Refused(why),
+            (None, Some(bytes), _) => Value::Ok(Stream::Resident(bytes)),
+            (None, None, Some(unit)) => Value::Ok(Stream::Compressed(Compressed {
                 runs,
                 size,
-                init: init.min(size),
-            }),
+                init,
+                unit,
+                owner: ChunkCache::owner(),
+            })),
+            (None, None, None) => Value::Ok(Stream::NonResident { runs, size, init }),
         };
         out.push(NamedValue {
             name,

@@ -8,6 +8,12 @@
 //! reads the wrong second half and fails its update-sequence check
 //! (`testfs1` has such a record). Every read of the crate goes through
 //! [`MftCursor`], which serves exactly those record reads from the run map.
+//!
+//! The crate also maps record numbers through the $DATA of record 0 alone,
+//! so on an $MFT fragmented enough to need an attribute list, records
+//! past that first piece cannot be found. There the cursor shows the crate
+//! a record 0 whose $DATA is one run at a cluster past the end of the
+//! volume, and serves that virtual range from the whole $MFT.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -22,6 +28,9 @@ pub(crate) struct SplitRecords {
     by_pos: HashMap<u64, u64>,
     mft: Option<Stream>,
     record_size: u64,
+    /// Record 0 as the crate should see it, with its disk position, and
+    /// where the virtual contiguous $MFT starts.
+    virtual_mft: Option<(u64, Vec<u8>, u64)>,
 }
 
 impl SplitRecords {
@@ -45,11 +54,54 @@ impl SplitRecords {
             by_pos,
             mft: Some(mft),
             record_size: rs,
+            virtual_mft: None,
         }
     }
 
-    /// Record `buf` is being read from `pos`, if that is a split record.
+    /// Makes records past the first piece of an $MFT with an attribute
+    /// list reachable (see the module comment): `record0` is record 0 as
+    /// on disk at `mft_pos`, `volume_end` a byte past which nothing is
+    /// read. Leaves things as they are if record 0 cannot be rewritten.
+    pub(crate) fn virtualize(
+        &mut self,
+        record0: &[u8],
+        mft_pos: u64,
+        cluster: u64,
+        volume_end: u64,
+    ) {
+        let Some(mft) = &self.mft else {
+            return;
+        };
+        let cluster = cluster.max(1);
+        // A whole number of clusters past the end, with room to spare.
+        let lcn = volume_end.div_ceil(cluster) + (1 << 20);
+        let clusters = mft.len().div_ceil(cluster);
+        if let Some(rec) = one_run_record0(record0, lcn, clusters) {
+            self.virtual_mft = Some((mft_pos, rec, lcn * cluster));
+        }
+    }
+
+    /// Whether the crate is shown a one-run $MFT.
+    #[cfg(test)]
+    pub(crate) fn is_virtual(&self) -> bool {
+        self.virtual_mft.is_some()
+    }
+
+    /// Serves `buf` at `pos` if it is a split record or virtual $MFT.
     fn read(&self, src: &dyn ReadAt, pos: u64, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if let Some((rec0_pos, rec0, base)) = &self.virtual_mft {
+            if pos == *rec0_pos && buf.len() == rec0.len() {
+                buf.copy_from_slice(rec0);
+                return Some(Ok(buf.len()));
+            }
+            if pos >= *base {
+                let mft = self.mft.as_ref()?;
+                let n = mft
+                    .read(src, pos - base, buf)
+                    .map_err(|e| io::Error::other(e.to_string()));
+                return Some(n);
+            }
+        }
         if buf.len() as u64 != self.record_size {
             return None;
         }
@@ -60,6 +112,74 @@ impl SplitRecords {
             .map_err(|e| io::Error::other(e.to_string()));
         Some(n)
     }
+}
+
+/// Sectors of a record are protected in 512-byte strides.
+const STRIDE: usize = 512;
+
+/// `raw` (record 0 as on disk, update sequence applied) with its unnamed
+/// $DATA rewritten to map all `clusters` from one run at `lcn`, the
+/// update sequence applied again; `None` if anything does not fit.
+fn one_run_record0(raw: &[u8], lcn: u64, clusters: u64) -> Option<Vec<u8>> {
+    let mut rec = raw.to_vec();
+    let le16 = |b: &[u8], o: usize| -> Option<usize> {
+        Some(usize::from(u16::from_le_bytes(
+            b.get(o..o + 2)?.try_into().ok()?,
+        )))
+    };
+    let usa_ofs = le16(&rec, 4)?;
+    let usa_count = le16(&rec, 6)?;
+    // Undo the protection: the sector tails are kept in the array.
+    for i in 1..usa_count {
+        let (end, fix) = (i * STRIDE, usa_ofs + 2 * i);
+        let saved: [u8; 2] = rec.get(fix..fix + 2)?.try_into().ok()?;
+        rec.get_mut(end - 2..end)?.copy_from_slice(&saved);
+    }
+    let mut at = le16(&rec, 0x14)?;
+    loop {
+        let ty = u32::from_le_bytes(rec.get(at..at + 4)?.try_into().ok()?);
+        let len = u32::from_le_bytes(rec.get(at + 4..at + 8)?.try_into().ok()?) as usize;
+        if ty == 0xFFFF_FFFF || len == 0 {
+            return None;
+        }
+        let non_resident = *rec.get(at + 8)? == 1;
+        let name_len = *rec.get(at + 9)?;
+        if ty == 0x80 && name_len == 0 && non_resident {
+            let last_vcn = clusters.checked_sub(1)?;
+            rec.get_mut(at + 0x10..at + 0x18)?
+                .copy_from_slice(&0u64.to_le_bytes());
+            rec.get_mut(at + 0x18..at + 0x20)?
+                .copy_from_slice(&last_vcn.to_le_bytes());
+            let mp = at + le16(&rec, at + 0x20)?;
+            // One run: header, length and LCN as little-endian integers
+            // (signed, so one byte more when the top bit would be set).
+            let bytes = |v: u64| {
+                (1..=8)
+                    .find(|&n| n == 8 || v < 1 << (8 * n - 1))
+                    .unwrap_or(8)
+            };
+            let (nl, nc) = (bytes(clusters), bytes(lcn));
+            let mut run = vec![((nc << 4) | nl) as u8];
+            run.extend(&clusters.to_le_bytes()[..nl]);
+            run.extend(&lcn.to_le_bytes()[..nc]);
+            run.push(0);
+            if mp + run.len() > at + len {
+                return None;
+            }
+            rec.get_mut(mp..mp + run.len())?.copy_from_slice(&run);
+            break;
+        }
+        at = at.checked_add(len)?;
+    }
+    // Protect again.
+    let usn: [u8; 2] = rec.get(usa_ofs..usa_ofs + 2)?.try_into().ok()?;
+    for i in 1..usa_count {
+        let (end, fix) = (i * STRIDE, usa_ofs + 2 * i);
+        let tail: [u8; 2] = rec.get(end - 2..end)?.try_into().ok()?;
+        rec.get_mut(fix..fix + 2)?.copy_from_slice(&tail);
+        rec.get_mut(end - 2..end)?.copy_from_slice(&usn);
+    }
+    Some(rec)
 }
 
 /// Disk position of byte `offset` of a run list.

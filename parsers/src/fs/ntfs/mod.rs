@@ -6,27 +6,38 @@
 //!
 //! - `data`: values (resident, runs, attribute lists) decoded once per
 //!   node and cached; reads go straight to the source, sparse runs and bytes
-//!   past the valid data length read as zeros, compressed and encrypted
-//!   data are refused (Unsupported), never returned raw;
+//!   past the valid data length read as zeros, LZNT1-compressed units are
+//!   decompressed (`lznt1`) into the chunk cache, encrypted data is
+//!   refused (Unsupported), never returned raw;
 //! - `index`: directory B+ trees walked with cycle and depth bounds;
-//! - `mft`: file records split across two $MFT runs read whole;
+//! - `mft`: file records split across two $MFT runs read whole, and
+//!   records of an $MFT whose runs need an attribute list reached;
 //! - `names`: the listing rules (metafiles, 8.3 aliases, duplicates);
 //! - `reparse`: symlinks and junctions, and ntfs-3g's Interix files;
+//! - `wof`, `xpress`, `lzx`: WOF system compression (XPRESS Huffman and
+//!   LZX chunks); dedup, cloud and other reparse tags refuse reads, naming
+//!   the tag;
 //! - `record`, `times`: raw header fields, timestamps.
 //!
 //! The view matches ntfs-3g mounted with
 //! `-o ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr`
 //! (modes 0644/0755/0777, directories with one link, named streams as
-//! `user.*` xattrs), except that reparse points of unknown tags are files
-//! whose reads fail, where ntfs-3g shows a dangling symlink.
+//! `user.*` xattrs), except that: reparse points of unknown tags are files
+//! whose reads fail, where ntfs-3g shows a dangling symlink; WOF files read
+//! decompressed (ntfs-3g needs a plugin); links to drives other than C:
+//! dangle (`/D:/...`) where ntfs-3g puts them under its mount point.
 
 mod data;
 mod index;
+mod lznt1;
+mod lzx;
 mod mft;
 mod names;
 mod record;
 mod reparse;
 mod times;
+mod wof;
+mod xpress;
 
 #[cfg(test)]
 mod tests;
@@ -152,13 +163,40 @@ impl NtfsFs {
         };
         // Record 0 lies in the $MFT's first run, so it reads without help.
         match fs.mft_stream() {
-            Ok(mft) => fs.split = SplitRecords::new(mft, fs.ntfs.file_record_size()),
+            Ok(mft) => {
+                let mut split = SplitRecords::new(mft, fs.ntfs.file_record_size());
+                if let Some(rec0) = fs.mft_record0_if_listed() {
+                    let pos = fs.ntfs.mft_position().value().map_or(0, |p| p.get());
+                    let cluster = u64::from(fs.ntfs.cluster_size());
+                    let end = fs.src.size().max(fs.ntfs.size());
+                    split.virtualize(&rec0, pos, cluster, end);
+                }
+                fs.split = split;
+            }
             Err(e) => fs.warnings.push(format!("$MFT data unreadable: {e}")),
         }
         if fs.stat(ROOT_RECORD)?.kind != FileType::Dir {
             return Err(Error::corrupt("ntfs", 0, "root record is not a directory"));
         }
         Ok(fs)
+    }
+
+    /// Record 0's bytes as on disk, if it has an attribute list (its
+    /// $DATA then continues in other records).
+    fn mft_record0_if_listed(&self) -> Option<Vec<u8>> {
+        let mut cur = self.cursor();
+        let file = self.file(&mut cur, 0).ok()?;
+        let listed = file
+            .attributes_raw()
+            .filter_map(|a| a.ok())
+            .any(|a| matches!(a.ty(), Ok(NtfsAttributeType::AttributeList)));
+        if !listed {
+            return None;
+        }
+        let pos = self.ntfs.mft_position().value()?.get();
+        let mut buf = vec![0u8; self.ntfs.file_record_size() as usize];
+        self.src.read_exact_at(pos, &mut buf).ok()?;
+        Some(buf)
     }
 
     fn cursor(&self) -> MftCursor<'_> {
@@ -245,6 +283,7 @@ impl NtfsFs {
         let mut link = None;
         let mut refused = None;
         let mut rdev = 0;
+        let mut wof_algorithm = None;
 
         if attrs.contains(NtfsFileAttributeFlags::REPARSE_POINT) {
             let rp = self.values(&mut cur, &file, NtfsAttributeType::ReparsePoint, Some(""))?;
@@ -256,9 +295,16 @@ impl NtfsFs {
                         kind = FileType::Symlink;
                         link = Some(self.place_target(&mut cur, &file, target));
                     }
+                    None if !is_dir && tag == wof::TAG_WOF => match wof::parse_reparse(&bytes) {
+                        Ok(a) => wof_algorithm = Some(a),
+                        Err(why) => refused = Some(format!("file record {id}: {why}")),
+                    },
                     None if !is_dir => {
                         refused = Some(format!(
-                            "file record {id}: reparse point with tag {tag:#010x}"
+                            "file record {id}: reparse point with tag {tag:#010x}{}, not readable here",
+                            reparse::tag_meaning(tag)
+                                .map(|m| format!(" ({m})"))
+                                .unwrap_or_default()
                         ));
                     }
                     None => {}
@@ -291,14 +337,37 @@ impl NtfsFs {
                 }
             }
         };
-        let mut content = content;
+        let (mut content, mut allocated) = (content, allocated);
+        if let Some(algorithm) = wof_algorithm {
+            // The unnamed value is sparse with the real size; the data is
+            // in the named stream.
+            let raw = self
+                .values(&mut cur, &file, NtfsAttributeType::Data, Some(wof::STREAM))?
+                .into_iter()
+                .next();
+            // What the file takes on disk is the compressed stream.
+            if let Some(v) = &raw {
+                allocated = v.allocated;
+            }
+            content = match raw.map(|v| v.value) {
+                Some(Value::Ok(raw)) => {
+                    Content::Data(Stream::Wof(Box::new(wof::Wof::new(raw, size, algorithm))))
+                }
+                Some(Value::Refused(why)) => Content::Refused(why),
+                None => Content::Refused(format!(
+                    "file record {id}: WOF-compressed without its {} stream",
+                    wof::STREAM
+                )),
+            };
+        }
         if !is_dir && attrs.contains(NtfsFileAttributeFlags::ENCRYPTED) {
-            content = Content::Refused(format!("file record {id}: encrypted (EFS) file"));
+            content = Content::Refused(format!("file record {id}: EFS-encrypted file"));
         }
 
         // Interix files: ntfs-3g's `ln -s`, `mkfifo`, `mknod`.
         if kind == FileType::File
             && attrs.contains(NtfsFileAttributeFlags::SYSTEM)
+            && !attrs.contains(NtfsFileAttributeFlags::REPARSE_POINT)
             && size <= reparse::MAX_INTERIX
         {
             if let Content::Data(s) = &content {
@@ -374,7 +443,9 @@ impl NtfsFs {
     /// ones (any drive letter) under its mount point. We cannot know the
     /// mount point, so absolute targets become relative paths climbing to
     /// the volume root (`../..`), which resolve to the same file wherever
-    /// the volume is mounted.
+    /// the volume is mounted. Only C: is taken for this volume: targets on
+    /// other drives (and volume GUID paths) stay absolute (`/D:/dir`), so
+    /// they dangle rather than name a file of this volume.
     fn place_target(&self, cur: &mut MftCursor<'_>, file: &NtfsFile, target: Target) -> String {
         let Some(parent) = self.parent(cur, file) else {
             return match target {
@@ -555,6 +626,30 @@ impl NtfsFs {
         Some(free)
     }
 
+    /// `node`'s named `$DATA` stream `name` and its name as stored: the
+    /// exact name first, else one equal but for ASCII case (Windows
+    /// compares stream names without case).
+    fn named_stream(&self, node: NodeId, name: &OsStr) -> Result<Option<(Stream, String)>> {
+        let Some(name) = name.to_str().filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        let mut cur = self.cursor();
+        let file = self.file(&mut cur, node)?;
+        let values = self.values(&mut cur, &file, NtfsAttributeType::Data, None)?;
+        let found = values.iter().find(|v| v.name == name).or_else(|| {
+            values
+                .iter()
+                .find(|v| !v.name.is_empty() && v.name.eq_ignore_ascii_case(name))
+        });
+        match found {
+            None => Ok(None),
+            Some(v) => match &v.value {
+                Value::Ok(s) => Ok(Some((s.clone(), v.name.clone()))),
+                Value::Refused(why) => Err(Error::unsupported("ntfs", why.clone())),
+            },
+        }
+    }
+
     fn compute_info(&self) -> FsInfo {
         let mut cur = self.cursor();
         let mut warnings = self.warnings.clone();
@@ -666,6 +761,37 @@ impl FileSystem for NtfsFs {
         match &self.node(node)?.link {
             Some(t) => Ok(OsString::from(t)),
             None => Err(Error::NotASymlink(format!("ntfs file record {node}"))),
+        }
+    }
+
+    fn note(&self, node: NodeId) -> Option<String> {
+        let n = self.node(node).ok()?;
+        match (&n.content, n.stat.kind) {
+            (Content::Refused(why), FileType::File) => {
+                let prefix = format!("file record {node}: ");
+                Some(why.strip_prefix(&prefix).unwrap_or(why).to_string())
+            }
+            _ => None,
+        }
+    }
+
+    fn stream_len(&self, node: NodeId, name: &OsStr) -> Result<Option<u64>> {
+        Ok(self.named_stream(node, name)?.map(|(s, _)| s.len()))
+    }
+
+    fn read_stream(
+        &self,
+        node: NodeId,
+        name: &OsStr,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        match self.named_stream(node, name)? {
+            Some((s, _)) => s.read(&*self.src, offset, buf),
+            None => Err(Error::NotFound(format!(
+                "ntfs file record {node}: no stream '{}'",
+                name.to_string_lossy()
+            ))),
         }
     }
 

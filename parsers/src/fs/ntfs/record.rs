@@ -76,9 +76,21 @@ impl AttrHeader<'_> {
             .map(u64::from_le_bytes)
             .ok_or_else(|| Error::corrupt("ntfs", self.pos, "truncated attribute header"))
     }
+    /// log2 of the clusters in a compression unit (0: not compressed).
+    pub(crate) fn compression_unit(&self) -> Result<u8> {
+        self.bytes
+            .get(0x22)
+            .copied()
+            .ok_or_else(|| Error::corrupt("ntfs", self.pos, "truncated attribute header"))
+    }
     /// First VCN this (non-resident) piece maps.
     pub(crate) fn lowest_vcn(&self) -> Result<u64> {
         self.u64_at(0x10)
+    }
+    /// Last VCN this (non-resident) piece maps.
+    #[cfg(test)]
+    pub(crate) fn highest_vcn(&self) -> Result<u64> {
+        self.u64_at(0x18)
     }
     pub(crate) fn allocated_size(&self) -> Result<u64> {
         self.u64_at(0x28)

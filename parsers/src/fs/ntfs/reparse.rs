@@ -9,12 +9,37 @@ pub(crate) const TAG_MOUNT_POINT: u32 = 0xA000_0003;
 /// `SYMLINK_FLAG_RELATIVE` in a symlink reparse buffer.
 const SYMLINK_RELATIVE: u32 = 1;
 
+/// The drive letter taken to be this volume's.
+const OWN_DRIVE: u8 = b'C';
+
 /// The largest reparse buffer NTFS allows.
 pub(crate) const MAX_REPARSE: u64 = 16 * 1024;
 
 /// The reparse tag of a reparse buffer.
 pub(crate) fn tag(data: &[u8]) -> Option<u32> {
     u32_at(data, 0)
+}
+
+/// What a reparse tag we cannot read through stands for, to say why a
+/// read fails.
+pub(crate) fn tag_meaning(tag: u32) -> Option<&'static str> {
+    Some(match tag {
+        0x8000_0013 => "Windows Data Deduplication: the data is in the volume's chunk store",
+        0x8000_0017 => "WOF system compression",
+        0x8000_0018 => "Windows Container Isolation: the data is in a container layer",
+        0x8000_001B => "app execution alias",
+        0xA000_001D => "WSL symbolic link",
+        0x8000_0023 => "WSL socket",
+        0x8000_0024 => "WSL FIFO",
+        0x8000_0025 => "WSL character device",
+        0x8000_0026 => "WSL block device",
+        0xC000_0004 | 0x8000_0006 => "HSM: the data is in remote storage",
+        // Cloud files (OneDrive and others): 0x9000x01A, the x a sub-tag.
+        t if t & 0xFFFF_0FFF == 0x9000_001A => {
+            "cloud files placeholder: the data may exist only online"
+        }
+        _ => return None,
+    })
 }
 
 /// A reparse point's link target, still to be placed relative to the link.
@@ -63,14 +88,38 @@ pub(crate) fn link_target(data: &[u8]) -> Option<Target> {
     let stripped = raw.strip_prefix("\\??\\").unwrap_or(&raw);
     let b = stripped.as_bytes();
     if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
-        let rest = stripped[2..].trim_start_matches('\\');
-        return Some(Target::FromRoot(rest.replace('\\', "/")));
+        let rest = stripped[2..].trim_start_matches('\\').replace('\\', "/");
+        // Which letter this volume had is not on it; C: is the usual one
+        // (and ntfs-3g's assumption). Other letters are other volumes: an
+        // absolute path naming the letter dangles visibly instead of
+        // landing on a file of this volume.
+        if b[0].eq_ignore_ascii_case(&OWN_DRIVE) {
+            return Some(Target::FromRoot(rest));
+        }
+        return Some(Target::Foreign(format!(
+            "/{}:/{rest}",
+            char::from(b[0].to_ascii_uppercase())
+        )));
     }
     // "\\??\\UNC\\server\\share\\..." is a network path: show it as //server/share/...
-    if let Some(unc) = stripped.strip_prefix("UNC\\") {
+    if let Some(unc) = stripped
+        .strip_prefix("UNC\\")
+        .or_else(|| stripped.strip_prefix("\\\\"))
+    {
         return Some(Target::Foreign(format!("//{}", unc.replace('\\', "/"))));
     }
-    Some(Target::Foreign(stripped.replace('\\', "/")))
+    // "\\dir\\file": from the root of the link's own drive.
+    if let Some(rest) = stripped.strip_prefix('\\') {
+        return Some(Target::FromRoot(rest.replace('\\', "/")));
+    }
+    // A volume GUID path ("Volume{...}\\dir") or anything else: absolute,
+    // so it never resolves relative to the link.
+    let other = stripped.replace('\\', "/");
+    Some(Target::Foreign(if other.starts_with('/') {
+        other
+    } else {
+        format!("/{other}")
+    }))
 }
 
 /// What an Interix system file stands for.
@@ -171,18 +220,33 @@ mod tests {
         assert_eq!(link_target(&rel), Some(Target::Relative("../a/b".into())));
         let abs = buffer(TAG_SYMLINK, Some(0), "\\??\\C:\\x\\y", "C:\\x\\y");
         assert_eq!(link_target(&abs), Some(Target::FromRoot("x/y".into())));
-        let junction = buffer(TAG_MOUNT_POINT, None, "\\??\\D:\\dir", "D:\\dir");
+        let junction = buffer(TAG_MOUNT_POINT, None, "\\??\\c:\\dir", "c:\\dir");
         assert_eq!(link_target(&junction), Some(Target::FromRoot("dir".into())));
+        let other = buffer(TAG_MOUNT_POINT, None, "\\??\\d:\\dir\\x", "d:\\dir\\x");
+        assert_eq!(
+            link_target(&other),
+            Some(Target::Foreign("/D:/dir/x".into()))
+        );
         let unc = buffer(TAG_SYMLINK, Some(0), "\\??\\UNC\\srv\\share", "");
         assert_eq!(
             link_target(&unc),
             Some(Target::Foreign("//srv/share".into()))
+        );
+        let rooted = buffer(TAG_SYMLINK, Some(0), "\\dir\\f", "");
+        assert_eq!(link_target(&rooted), Some(Target::FromRoot("dir/f".into())));
+        let guid = buffer(TAG_MOUNT_POINT, None, "\\??\\Volume{1-2}\\d", "");
+        assert_eq!(
+            link_target(&guid),
+            Some(Target::Foreign("/Volume{1-2}/d".into()))
         );
         // Truncated or foreign buffers give None, never a panic.
         for n in 0..rel.len() {
             let _ = link_target(&rel[..n]);
         }
         assert_eq!(link_target(&0x8000_0013u32.to_le_bytes()), None);
+        assert!(tag_meaning(0x9000_601A).unwrap().contains("cloud"));
+        assert!(tag_meaning(0x8000_0013).unwrap().contains("Dedup"));
+        assert_eq!(tag_meaning(0x1234), None);
     }
 
     #[test]

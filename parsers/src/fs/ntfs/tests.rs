@@ -363,9 +363,13 @@ fn have_tools() -> bool {
 const REFERENCE_OPTS: &str = "ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr";
 
 fn make_image(s: &Scratch, populate: &str, mount_opts: &str) {
+    make_image_sized(s, populate, mount_opts, 32);
+}
+
+fn make_image_sized(s: &Scratch, populate: &str, mount_opts: &str, mib: u32) {
     let img = s.image();
     sh(&format!(
-        "truncate -s 32M '{i}' && mkntfs -F -Q -s 512 -c 4096 -L lbl '{i}' >/dev/null",
+        "truncate -s {mib}M '{i}' && mkntfs -F -Q -s 512 -c 4096 -L lbl '{i}' >/dev/null",
         i = img.display()
     ));
     sh(&format!(
@@ -403,6 +407,8 @@ struct Item {
     ctime: (i64, u32),
     nlink: u32,
     rdev: u64,
+    /// 512-byte blocks taken, as `st_blocks` counts them.
+    blocks: u64,
     target: Option<OsString>,
     content: Option<Vec<u8>>,
     xattrs: Vec<(OsString, Vec<u8>)>,
@@ -448,6 +454,7 @@ fn walk_ours(fs: &dyn FileSystem, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<
                     ctime: (st.ctime.secs, st.ctime.nanos),
                     nlink: st.nlink,
                     rdev: st.rdev,
+                    blocks: st.allocated.div_ceil(512),
                     target,
                     content,
                     xattrs,
@@ -518,6 +525,7 @@ fn walk_mount(root: &Path, skip_data: &dyn Fn(&str) -> bool) -> BTreeMap<String,
                     ctime: (md.ctime(), md.ctime_nsec() as u32),
                     nlink: md.nlink() as u32,
                     rdev: md.rdev(),
+                    blocks: md.blocks(),
                     target: (kind == FileType::Symlink)
                         .then(|| std::fs::read_link(e.path()).unwrap().into_os_string()),
                     content: (kind == FileType::File && !skip_data(&p))
@@ -550,6 +558,9 @@ fn compare(ours: &BTreeMap<String, Item>, reference: &BTreeMap<String, Item>) {
             (r.mtime, r.atime, r.ctime),
             "{path}"
         );
+        if o.kind == FileType::File {
+            assert_eq!(o.blocks, r.blocks, "{path}: blocks");
+        }
         assert!(o.content == r.content, "{path}: content differs");
     }
 }
@@ -660,8 +671,12 @@ fn matches_ntfs3g() {
     s.unmount();
 }
 
+/// Files ntfs-3g compressed (its `compression` option, in a directory
+/// with the compressed attribute): units that compress, units that do not
+/// (stored), sparse units, a short tail, a file grown by appends, all
+/// against ntfs-3g's view byte for byte.
 #[test]
-fn compressed_files_are_refused() {
+fn compressed_files_match_ntfs3g() {
     if !have_tools() {
         return;
     }
@@ -669,30 +684,58 @@ fn compressed_files_are_refused() {
     let populate = r#"
 mkdir comp
 setfattr -h -v 0x00000800 -n system.ntfs_attrib_be comp
-yes restorefs | head -c 200000 > comp/file
+yes restorefs | head -c 200000 > comp/text
+head -c 300000 /dev/urandom > comp/random
+# Compressible, incompressible and sparse units in one file.
+{ yes abcdefgh | head -c 65536; head -c 65536 /dev/urandom; yes 0123 | head -c 100000; } > comp/mixed
+dd if=/dev/urandom of=comp/mixed bs=65536 seek=6 count=1 conv=notrunc status=none
+truncate -s 1000000 comp/mixed
+printf tail >> comp/mixed
+truncate -s 5M comp/sparse
+printf X | dd of=comp/sparse bs=1 seek=3000000 conv=notrunc status=none
+printf small > comp/small
+yes 'a short line' | head -c 5000 > comp/short
+i=0; while [ $i -lt 50 ]; do seq $i 3000 >> comp/grown; head -c 3000 /dev/urandom >> comp/grown; i=$((i+1)); done
 echo plain > plain
 "#;
     make_image(&s, populate, "-o compression");
     let src: Source = Arc::new(FileSource::open(&s.image()).unwrap());
     let fs = open(src).unwrap();
-    let node = resolve(&fs, "/comp/file").unwrap();
-    let st = fs.stat(node).unwrap();
-    assert_eq!(st.size, 200_000);
-    let mut buf = vec![0u8; 4096];
-    match fs.read(node, 0, &mut buf) {
-        Err(e @ Error::Unsupported { .. }) => {
-            assert!(e.to_string().contains("compressed"), "{e}");
-            assert!(e.to_string().contains(&format!("record {node}")), "{e}");
+    let none = |_: &str| false;
+    compare(&walk_ours(&fs, &none), &walk_mount(&s.mnt, &none));
+    // The comparison covered compressed values, not stored ones.
+    let mut cur = fs.cursor();
+    for name in ["text", "mixed", "sparse", "grown"] {
+        let node = resolve(&fs, &format!("/comp/{name}")).unwrap();
+        let file = fs.file(&mut cur, node).unwrap();
+        let v = fs
+            .values(&mut cur, &file, NtfsAttributeType::Data, Some(""))
+            .unwrap();
+        assert!(
+            matches!(v[0].value, Value::Ok(Stream::Compressed(_))),
+            "{name}: {:?}",
+            v[0].value
+        );
+        // Compressible data takes less room than its size.
+        let st = fs.stat(node).unwrap();
+        if name != "grown" {
+            assert!(st.allocated < st.size, "{name}: {st:?}");
         }
-        other => panic!("compressed read gave {other:?}"),
     }
-    // The reference sees the data; we refuse rather than give other bytes.
-    assert_eq!(
-        std::fs::read(s.mnt.join("comp/file")).unwrap().len(),
-        200_000
-    );
-    let plain = resolve(&fs, "/plain").unwrap();
-    assert_eq!(read_all(&fs, plain).unwrap(), b"plain\n");
+    // Reads at odd offsets across unit boundaries.
+    let node = resolve(&fs, "/comp/mixed").unwrap();
+    let whole = std::fs::read(s.mnt.join("comp/mixed")).unwrap();
+    for (off, len) in [
+        (65_530u64, 20usize),
+        (131_071, 3),
+        (999_990, 100),
+        (1, 70_000),
+    ] {
+        let mut buf = vec![0u8; len];
+        let n = fs.read(node, off, &mut buf).unwrap();
+        let end = (off as usize + len).min(whole.len());
+        assert_eq!(&buf[..n], &whole[off as usize..end], "at {off}");
+    }
     s.unmount();
 }
 
@@ -734,6 +777,11 @@ fn reparse_links_match_ntfs3g() {
         ("absroot", false, sym("\\??\\C:\\DIR1\\TARGET.TXT", false)),
         ("x/ddrive", false, sym("\\??\\D:\\dir1\\target.txt", false)),
         (
+            "x/ejunc",
+            true,
+            hex(buffer(TAG_MOUNT_POINT, None, "\\??\\E:\\dir1", "E:\\dir1")),
+        ),
+        (
             "junc",
             true,
             hex(buffer(TAG_MOUNT_POINT, None, "\\??\\C:\\dir1", "C:\\dir1")),
@@ -771,6 +819,19 @@ fn reparse_links_match_ntfs3g() {
         );
         let ours = fs.read_link(node).unwrap().into_string().unwrap();
         assert_eq!(st.size, ours.len() as u64, "{path}");
+        // Other drive letters are other volumes: ntfs-3g takes them for
+        // its own, we leave them dangling, naming the drive.
+        match *path {
+            "x/ddrive" => {
+                assert_eq!(ours, "/D:/dir1/target.txt");
+                continue;
+            }
+            "x/ejunc" => {
+                assert_eq!(ours, "/E:/dir1");
+                continue;
+            }
+            _ => {}
+        }
         let theirs = std::fs::read_link(s.mnt.join(path)).unwrap();
         let theirs = theirs.to_str().unwrap();
         match theirs.strip_prefix(&mnt) {
@@ -806,8 +867,8 @@ impl Drop for Loop {
 }
 
 /// A disk formatted by Windows 10 with volume compression on: every name,
-/// size, time and link count as ntfs-3g shows them, every readable file's
-/// bytes, and a refusal (never bytes) for each compressed file.
+/// size, time and link count as ntfs-3g shows them, and every file's bytes,
+/// the ones Windows compressed included.
 #[test]
 fn windows_image_matches_ntfs3g() {
     use crate::readat::Window;
@@ -830,26 +891,32 @@ fn windows_image_matches_ntfs3g() {
     let len = disk.size() - start;
     let fs = open(Arc::new(Window::new(disk, start, len)) as Source).unwrap();
 
-    // Which files we refuse: exactly the compressed ones.
-    let mut refused = std::collections::BTreeSet::new();
+    // Some files are compressed (the volume has compression on).
+    let mut compressed = Vec::new();
     let mut todo = vec![(fs.root(), String::new())];
+    let mut cur = fs.cursor();
     while let Some((dir, path)) = todo.pop() {
         for e in fs.read_dir(dir).unwrap() {
             let p = format!("{path}/{}", e.name.to_string_lossy());
             match e.kind {
                 FileType::Dir => todo.push((e.node, p)),
                 FileType::File => {
-                    if let Err(err) = fs.read(e.node, 0, &mut [0u8; 512]) {
-                        assert!(matches!(err, Error::Unsupported { .. }), "{p}: {err}");
-                        assert!(err.to_string().contains("compressed"), "{p}: {err}");
-                        refused.insert(p);
+                    let file = fs.file(&mut cur, e.node).unwrap();
+                    let v = fs
+                        .values(&mut cur, &file, NtfsAttributeType::Data, Some(""))
+                        .unwrap();
+                    if matches!(
+                        v.first().map(|v| &v.value),
+                        Some(Value::Ok(Stream::Compressed(_)))
+                    ) {
+                        compressed.push(p);
                     }
                 }
                 _ => {}
             }
         }
     }
-    assert!(refused.contains("/1.txt"), "{refused:?}");
+    assert!(compressed.contains(&"/1.txt".to_string()), "{compressed:?}");
 
     let out = Command::new("losetup")
         .args(["-f", "--show", "-r", "-o", &start.to_string()])
@@ -867,9 +934,9 @@ fn windows_image_matches_ntfs3g() {
         dev.0,
         s.mnt.display()
     ));
-    let skip = |p: &str| refused.contains(p);
-    let reference = walk_mount(&s.mnt, &skip);
-    let ours = walk_ours(&fs, &skip);
+    let none = |_: &str| false;
+    let reference = walk_mount(&s.mnt, &none);
+    let ours = walk_ours(&fs, &none);
     assert!(ours.len() >= 7, "{:?}", ours.keys());
     compare(&ours, &reference);
     s.unmount();
@@ -952,4 +1019,392 @@ fn past_initialized_size_reads_zeros() {
     let mut buf = [0xffu8; 10];
     assert_eq!(fs.read(node, 995, &mut buf).unwrap(), 5);
     assert_eq!(buf[..5], [0; 5]);
+}
+
+/// `file:stream` in the tree: streams are found by name (case aside),
+/// and a real name holding ':' wins.
+#[test]
+fn tree_resolves_streams() {
+    use crate::tree::RestoreTree;
+    if !have_tools() {
+        return;
+    }
+    let s = Scratch::new("streams");
+    let populate = r#"
+echo data > f
+setfattr -n user.Zone.Identifier -v '[ZoneTransfer]' f
+echo colon > 'a:b'
+echo a > a
+setfattr -n user.b -v stream a
+"#;
+    make_image(&s, populate, "");
+    let tree = RestoreTree::open(&s.image()).unwrap();
+    let node = tree.resolve("/f").unwrap();
+    let (n, stream) = tree.resolve_stream("/f:zone.identifier").unwrap();
+    assert_eq!(n, node);
+    let stream = stream.unwrap();
+    let len = tree.data_len(n, Some(&stream)).unwrap();
+    let mut buf = vec![0u8; 64];
+    let got = tree.read_data(n, Some(&stream), 0, &mut buf).unwrap();
+    assert_eq!((len, &buf[..got]), (14, &b"[ZoneTransfer]"[..]));
+    assert!(tree.resolve_stream("/f:nope").is_err());
+    assert!(tree.resolve_stream("/f:").is_err());
+    // The name "a:b" exists: it wins over stream "b" of "a".
+    let (n, stream) = tree.resolve_stream("/a:b").unwrap();
+    assert_eq!((n, stream), (tree.resolve("/a:b").unwrap(), None));
+    // Without a real name, the stream.
+    let (n, stream) = tree.resolve_stream("/a:b:$DATA").unwrap();
+    assert_eq!(
+        (n, stream.as_deref()),
+        (tree.resolve("/a").unwrap(), Some(OsStr::new("b")))
+    );
+    s.unmount();
+}
+
+fn hex(b: &[u8]) -> String {
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("0x{h}")
+}
+
+/// A WOF reparse buffer: file provider, `algorithm`.
+fn wof_reparse(algorithm: u32) -> Vec<u8> {
+    let mut b = wof::TAG_WOF.to_le_bytes().to_vec();
+    b.extend(16u16.to_le_bytes());
+    b.extend(0u16.to_le_bytes());
+    for v in [1u32, 2, 1, algorithm] {
+        b.extend(v.to_le_bytes());
+    }
+    b
+}
+
+/// WOF files made the way Windows lays them out (a sparse unnamed value of
+/// the real size, the `WofCompressedData` stream, the reparse point), with
+/// ntfs-3g writing the pieces; an EFS-encrypted file made by setting the
+/// flag in the image; dedup and cloud placeholders.
+#[test]
+fn wof_efs_and_placeholders() {
+    if !have_tools() {
+        return;
+    }
+    let packed = include_bytes!("testdata/am_delta.xhuff").to_vec();
+    let plain = include_bytes!("testdata/am_delta.expected").to_vec();
+    // XPRESS8K: a stored chunk, then Windows' chunk.
+    let stored: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+    let xp = wof::tests::stream(&[stored.clone(), packed]);
+    let mut xp_plain = stored;
+    xp_plain.extend(&plain);
+    let mut files: Vec<(&str, u64, Vec<u8>, Vec<u8>)> =
+        vec![("xpress8k", xp_plain.len() as u64, xp, wof_reparse(2))];
+    let mut populate = String::new();
+    for (name, size, stream, rp) in &files {
+        populate += &format!(
+            "touch {name}\ntruncate -s {size} {name}\n\
+             setfattr -n user.WofCompressedData -v {} {name}\n\
+             setfattr -n system.ntfs_reparse_data -v {} {name}\n",
+            hex(stream),
+            hex(rp)
+        );
+    }
+    let dedup = hex(&[0x13, 0, 0, 0x80, 4, 0, 0, 0, 1, 2, 3, 4]);
+    let cloud = hex(&[0x1a, 0x10, 0, 0x90, 4, 0, 0, 0, 1, 2, 3, 4]);
+    let wim = hex(&{
+        let mut b = wof_reparse(0);
+        b[12] = 1;
+        b
+    });
+    populate += &format!(
+        "echo d > dedup\nsetfattr -n system.ntfs_reparse_data -v {dedup} dedup\n\
+         echo c > cloud\nsetfattr -n system.ntfs_reparse_data -v {cloud} cloud\n\
+         echo w > wimboot\nsetfattr -n system.ntfs_reparse_data -v {wim} wimboot\n\
+         head -c 5000 /dev/urandom > secret\n"
+    );
+    let s = Scratch::new("wof");
+    make_image(&s, &populate, "");
+    s.unmount();
+    // EFS: set the encrypted flag on secret's $DATA in the image.
+    let mut image = std::fs::read(s.image()).unwrap();
+    let field = {
+        let fs = open(Arc::new(MemSource(image.clone())) as Source).unwrap();
+        let node = resolve(&fs, "/secret").unwrap();
+        let mut cur = fs.cursor();
+        let file = fs.file(&mut cur, node).unwrap();
+        let data = file
+            .attributes_raw()
+            .map(|a| a.unwrap())
+            .find(|a| a.ty().ok() == Some(NtfsAttributeType::Data))
+            .unwrap();
+        data.position().value().unwrap().get() as usize + 0x0C
+    };
+    assert!(field % 512 <= 508);
+    // 0x4000 in the attribute flags: encrypted.
+    image[field + 1] |= 0x40;
+    let fs = open(Arc::new(MemSource(image)) as Source).unwrap();
+
+    for (name, size, _, _) in &files {
+        let node = resolve(&fs, name).unwrap();
+        let st = fs.stat(node).unwrap();
+        assert_eq!((st.kind, st.size), (FileType::File, *size), "{name}");
+    }
+    let node = resolve(&fs, "/xpress8k").unwrap();
+    assert_eq!(read_all(&fs, node).unwrap(), xp_plain);
+    files.clear();
+
+    // The rest are listed with their sizes and refuse reads, saying why.
+    let listed: Vec<String> = fs
+        .read_dir(fs.root())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect();
+    for (name, why) in [
+        ("dedup", "Deduplication"),
+        ("cloud", "cloud files"),
+        ("wimboot", "WIM"),
+        ("secret", "EFS-encrypted"),
+    ] {
+        assert!(listed.iter().any(|l| l == name), "{name} not listed");
+        let node = resolve(&fs, name).unwrap();
+        let st = fs.stat(node).unwrap();
+        assert_eq!(st.kind, FileType::File, "{name}");
+        let err = fs.read(node, 0, &mut [0u8; 16]).unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{name}: {err}");
+        assert!(err.to_string().contains(why), "{name}: {err}");
+    }
+    assert_eq!(
+        fs.stat(resolve(&fs, "/secret").unwrap()).unwrap().size,
+        5000
+    );
+}
+
+/// The stored bytes of the blob whose SHA-1 is `sha1` in a WIM file: for
+/// a compressed blob, a chunk table and chunks laid out as WOF lays out
+/// `WofCompressedData` (wimlib is an encoder independent of ours).
+fn wim_blob(wim: &[u8], sha1: [u8; 20]) -> Vec<u8> {
+    let u64_at = |o: usize| u64::from_le_bytes(wim[o..o + 8].try_into().unwrap());
+    assert_eq!(&wim[..8], b"MSWIM\0\0\0");
+    // The blob table's resource header sits at 48: 7 bytes of stored size,
+    // 1 of flags, the offset, the original size.
+    let (size, off) = (u64_at(48) & ((1 << 56) - 1), u64_at(56));
+    let table = &wim[off as usize..(off + size) as usize];
+    for e in table.chunks_exact(50) {
+        if e[30..50] == sha1 {
+            let stored = u64::from_le_bytes(e[..8].try_into().unwrap()) & ((1 << 56) - 1);
+            let flags = e[7];
+            assert!(flags & 0x04 != 0, "blob stored uncompressed");
+            let at = u64::from_le_bytes(e[8..16].try_into().unwrap()) as usize;
+            return wim[at..at + stored as usize].to_vec();
+        }
+    }
+    panic!("blob not in the WIM");
+}
+
+/// WOF files in every algorithm, their streams made by wimlib (WIM
+/// resources share WOF's chunk layout), read through the image: text,
+/// x86 code (the LZX call translation), random data (stored chunks) and a
+/// short last chunk.
+#[test]
+fn wof_from_wimlib_streams() {
+    if !have_tools() {
+        return;
+    }
+    if Command::new("wimcapture").arg("--help").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "wimcapture missing (CI is set)"
+        );
+        eprintln!("skipping: wimcapture (wimtools) missing");
+        return;
+    }
+    let s = Scratch::new("wofwim");
+    let src = s.dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut plain = Vec::new();
+    for i in 0..2500 {
+        plain.extend(format!("line {i}: some text for the chunks\n").bytes());
+    }
+    let sh_bin = std::fs::read("/bin/sh").unwrap();
+    plain.extend(&sh_bin[..sh_bin.len().min(30_000)]);
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    plain.extend((0..20_000).map(|_| rng.next() as u8));
+    plain.extend(b"the end".repeat(300));
+    std::fs::write(src.join("f"), &plain).unwrap();
+    let sha1 = sha1_smol::Sha1::from(&plain).digest().bytes();
+
+    let mut populate = String::new();
+    let algorithms = [
+        ("lzx", 1u32, "LZX", 32768),
+        ("xpress4k", 0, "XPRESS", 4096),
+        ("xpress8k", 2, "XPRESS", 8192),
+        ("xpress16k", 3, "XPRESS", 16384),
+    ];
+    for (name, id, method, chunk) in algorithms {
+        let wim = s.dir.join(format!("{name}.wim"));
+        sh(&format!(
+            "wimcapture '{}' '{}' --compress={method} --chunk-size={chunk} >/dev/null",
+            src.display(),
+            wim.display()
+        ));
+        let blob = wim_blob(&std::fs::read(&wim).unwrap(), sha1);
+        assert!(blob.len() < 64 * 1024, "{name}: {} bytes", blob.len());
+        // The stream alone first.
+        let alg = wof::parse_reparse(&wof_reparse(id)).unwrap();
+        let w = wof::Wof::new(Stream::Resident(blob.clone()), plain.len() as u64, alg);
+        let mut out = vec![0u8; plain.len()];
+        assert_eq!(
+            w.read(&MemSource(Vec::new()), 0, &mut out).unwrap(),
+            plain.len()
+        );
+        assert!(out == plain, "{name}: stream decodes differently");
+        let file = s.dir.join(format!("{name}.stream"));
+        std::fs::write(&file, &blob).unwrap();
+        populate += &format!(
+            "touch {name}\ntruncate -s {} {name}\n\
+             setfattr -n user.WofCompressedData -v 0x$(od -An -v -tx1 '{}' | tr -d ' \\n') {name}\n\
+             setfattr -n system.ntfs_reparse_data -v {} {name}\n",
+            plain.len(),
+            file.display(),
+            hex(&wof_reparse(id))
+        );
+    }
+    make_image(&s, &populate, "");
+    s.unmount();
+    let fs = open(Arc::new(FileSource::open(&s.image()).unwrap()) as Source).unwrap();
+    for (name, ..) in algorithms {
+        let node = resolve(&fs, name).unwrap();
+        let st = fs.stat(node).unwrap();
+        assert_eq!(st.size, plain.len() as u64, "{name}");
+        // Space taken is the compressed stream's.
+        assert!(st.allocated > 0 && st.allocated < st.size, "{name}: {st:?}");
+        assert!(read_all(&fs, node).unwrap() == plain, "{name}: differs");
+        // Reads straddling chunk boundaries.
+        let mut buf = [0u8; 100];
+        assert_eq!(fs.read(node, 32_718, &mut buf).unwrap(), 100);
+        assert_eq!(&buf[..], &plain[32_718..32_818], "{name}");
+    }
+}
+
+/// An $MFT so fragmented that its runs need an attribute list (the disk
+/// filled with 4 KiB files, every other one deleted, then thousands of
+/// files made), compared with ntfs-3g; the records past the first piece
+/// of the $MFT's runs are reached.
+#[test]
+fn fragmented_mft_with_attribute_list() {
+    if !have_tools() {
+        return;
+    }
+    let s = Scratch::new("mftlist");
+    let populate = r#"
+mkdir fill many
+i=0; while head -c 4096 /dev/zero > fill/$i 2>/dev/null; do i=$((i+1)); done
+j=0; while [ $j -lt $i ]; do rm -f fill/$j; j=$((j+2)); done
+k=0; while [ $k -lt 6000 ] && echo $k > many/f$k 2>/dev/null; do k=$((k+1)); done
+rm -rf fill
+echo last > many/zz_last
+"#;
+    make_image_sized(&s, populate, "", 48);
+    let fs = open(Arc::new(FileSource::open(&s.image()).unwrap()) as Source).unwrap();
+    let mut cur = fs.cursor();
+    let mft = fs.file(&mut cur, 0).unwrap();
+    assert!(mft
+        .attributes_raw()
+        .any(|a| matches!(a.unwrap().ty(), Ok(NtfsAttributeType::AttributeList))));
+    let none = |_: &str| false;
+    let ours = walk_ours(&fs, &none);
+    assert!(ours.len() > 4000, "{}", ours.len());
+    compare(&ours, &walk_mount(&s.mnt, &none));
+    let last = resolve(&fs, "/many/zz_last").unwrap();
+    assert_eq!(read_all(&fs, last).unwrap(), b"last\n");
+    // Its record lies past what record 0's own runs map: found only
+    // through the whole $MFT.
+    assert!(fs.split.is_virtual());
+    let data = mft
+        .attributes_raw()
+        .map(|a| a.unwrap())
+        .find(|a| a.ty().ok() == Some(NtfsAttributeType::Data))
+        .unwrap();
+    let raw = record::RawRecord::read(&mut cur, &mft, fs.ntfs.file_record_size()).unwrap();
+    let mapped =
+        (raw.header(&data).unwrap().highest_vcn().unwrap() + 1) * u64::from(fs.ntfs.cluster_size());
+    assert!(
+        last * u64::from(fs.ntfs.file_record_size()) >= mapped,
+        "record {last} within the first {mapped} bytes"
+    );
+    s.unmount();
+}
+
+/// Damaged compressed data (LZNT1 units, WOF chunk tables and chunks) in
+/// an image: reads fail or return bytes, never panic or hang.
+#[test]
+fn damaged_compressed_data_never_panics() {
+    if !have_tools() {
+        return;
+    }
+    let packed = include_bytes!("testdata/am_delta.xhuff").to_vec();
+    let stored: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+    let xp = wof::tests::stream(&[stored, packed]);
+    let populate = format!(
+        "mkdir comp\nsetfattr -h -v 0x00000800 -n system.ntfs_attrib_be comp\n\
+         yes restorefs | head -c 300000 > comp/text\n\
+         {{ seq 1 20000; head -c 70000 /dev/urandom; seq 5 30000; }} > comp/mixed\n\
+         touch wof\ntruncate -s {} wof\n\
+         setfattr -n user.WofCompressedData -v {} wof\n\
+         setfattr -n system.ntfs_reparse_data -v {} wof\n",
+        8192 + 6948,
+        hex(&xp),
+        hex(&wof_reparse(2))
+    );
+    let s = Scratch::new("damage");
+    make_image(&s, &populate, "");
+    s.unmount();
+    let image = std::fs::read(s.image()).unwrap();
+    let extents: Vec<(u64, u64)> = {
+        let fs = open(Arc::new(MemSource(image.clone())) as Source).unwrap();
+        let mut cur = fs.cursor();
+        let mut all = Vec::new();
+        for (path, stream) in [
+            ("/comp/text", ""),
+            ("/comp/mixed", ""),
+            ("/wof", wof::STREAM),
+        ] {
+            let node = resolve(&fs, path).unwrap();
+            let file = fs.file(&mut cur, node).unwrap();
+            let v = fs
+                .values(&mut cur, &file, NtfsAttributeType::Data, Some(stream))
+                .unwrap();
+            let Value::Ok(st) = &v[0].value else {
+                panic!("{path}: refused");
+            };
+            all.extend(st.extents());
+        }
+        all
+    };
+    assert!(!extents.is_empty());
+    let mut rng = Rng(0xC0FF_EE12_3456_789B);
+    let start = std::time::Instant::now();
+    let mut buf = vec![0u8; 1 << 16];
+    for _ in 0..150 {
+        let mut img = image.clone();
+        for _ in 0..1 + rng.below(20) {
+            let (pos, len) = extents[rng.below(extents.len() as u64) as usize];
+            let at = (pos + rng.below(len)) as usize;
+            if let Some(b) = img.get_mut(at) {
+                *b ^= 1 << rng.below(8);
+            }
+        }
+        let fs = open(Arc::new(MemSource(img)) as Source).unwrap();
+        for path in ["/comp/text", "/comp/mixed", "/wof"] {
+            let node = resolve(&fs, path).unwrap();
+            let size = fs.stat(node).unwrap().size;
+            let mut off = 0u64;
+            while off < size {
+                match fs.read(node, off, &mut buf) {
+                    Ok(0) => panic!("{path}: read 0 at {off} of {size}"),
+                    Ok(n) => off += n as u64,
+                    // Skip the damaged unit or chunk and go on.
+                    Err(_) => off += 4096,
+                }
+            }
+        }
+    }
+    assert!(start.elapsed().as_secs() < 300);
 }
