@@ -24,6 +24,7 @@
 //! Nothing here writes: every source is opened read-only and no layer has a
 //! write path.
 
+mod bytes;
 pub mod cache;
 pub mod error;
 pub mod fs;

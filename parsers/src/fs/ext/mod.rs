@@ -36,6 +36,7 @@ use self::inode::{flags, Inode, I_BLOCK_LEN};
 use self::superblock::{
     compat, incompat, ro_compat, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE,
 };
+pub(crate) use crate::bytes::{le16, le32};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat};
 use crate::{Error, Result, Source};
 
@@ -51,23 +52,6 @@ const DIR_CHUNK: usize = 256 << 10;
 /// Larger symlink targets are taken as corrupt.
 const MAX_SYMLINK: u64 = 65536;
 const ROOT_INO: u64 = 2;
-
-/// Little-endian u16 at `off`, 0 past the end (callers check lengths
-/// first; this only keeps a bad offset from panicking).
-pub(crate) fn le16(b: &[u8], off: usize) -> u16 {
-    b.get(off..off.saturating_add(2))
-        .and_then(|s| s.try_into().ok())
-        .map(u16::from_le_bytes)
-        .unwrap_or(0)
-}
-
-/// Little-endian u32 at `off`, 0 past the end.
-pub(crate) fn le32(b: &[u8], off: usize) -> u32 {
-    b.get(off..off.saturating_add(4))
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .unwrap_or(0)
-}
 
 /// A parsed directory.
 struct Dir {

@@ -35,6 +35,7 @@ pub use self::bpb::looks_like_fat;
 use self::bpb::{Bpb, FatType};
 use self::dir_entry::{attr, LfnBuilder, ShortEntry, Slot, ENTRY};
 use self::fat_table::{Chain, FatTable, MAX_SCAN};
+pub(crate) use crate::bytes::{le16, le32, le64};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat, Timespec};
 use crate::{Error, Result, Source};
 
@@ -45,31 +46,6 @@ pub const ROOT: NodeId = 1;
 const MAX_DIR_BYTES: u64 = 65536 * ENTRY as u64;
 const DIR_CACHE: usize = 256;
 const CHAIN_CACHE: usize = 1024;
-
-/// Little-endian u16 at `off`, 0 past the end (lengths are checked first;
-/// this only keeps a bad offset from panicking).
-pub(crate) fn le16(b: &[u8], off: usize) -> u16 {
-    b.get(off..off.saturating_add(2))
-        .and_then(|s| s.try_into().ok())
-        .map(u16::from_le_bytes)
-        .unwrap_or(0)
-}
-
-/// Little-endian u32 at `off`, 0 past the end.
-pub(crate) fn le32(b: &[u8], off: usize) -> u32 {
-    b.get(off..off.saturating_add(4))
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .unwrap_or(0)
-}
-
-/// Little-endian u64 at `off`, 0 past the end.
-pub(crate) fn le64(b: &[u8], off: usize) -> u64 {
-    b.get(off..off.saturating_add(8))
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
-}
 
 /// Days from 1970-01-01 to the civil date (proleptic Gregorian).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {

@@ -30,6 +30,7 @@ use lru::LruCache;
 use self::bmap::Extent;
 use self::inode::{Format, Inode};
 use self::superblock::{Superblock, SB_LEN};
+pub(crate) use crate::bytes::{be16, be32, be64};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat};
 use crate::{Error, Result, Source};
 
@@ -47,31 +48,6 @@ const MAX_XATTR_VALUE: u32 = 65536;
 const MAX_DA_LEVELS: u16 = 8;
 /// Header of v5 remote symlink and remote xattr value blocks.
 const REMOTE_HDR: usize = 56;
-
-/// Big-endian u16 at `off`, 0 past the end (callers check lengths first;
-/// this only keeps a bad offset from panicking).
-pub(crate) fn be16(b: &[u8], off: usize) -> u16 {
-    b.get(off..off.saturating_add(2))
-        .and_then(|s| s.try_into().ok())
-        .map(u16::from_be_bytes)
-        .unwrap_or(0)
-}
-
-/// Big-endian u32 at `off`, 0 past the end.
-pub(crate) fn be32(b: &[u8], off: usize) -> u32 {
-    b.get(off..off.saturating_add(4))
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_be_bytes)
-        .unwrap_or(0)
-}
-
-/// Big-endian u64 at `off`, 0 past the end.
-pub(crate) fn be64(b: &[u8], off: usize) -> u64 {
-    b.get(off..off.saturating_add(8))
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
-}
 
 /// A parsed directory.
 struct Dir {

@@ -1,6 +1,7 @@
 //! The VHD hard disk footer: 512 bytes at the end of every VHD (and a copy at
 //! offset 0 of dynamic and differencing disks). All fields are big-endian.
 
+pub(crate) use crate::bytes::{be32, be64};
 use crate::{Error, Result};
 
 /// Size of the footer on disk.
@@ -57,22 +58,6 @@ pub fn checksum(bytes: &[u8], skip: usize) -> u32 {
         .filter(|(i, _)| !(skip..skip + 4).contains(i))
         .fold(0u32, |s, (_, &b)| s.wrapping_add(u32::from(b)));
     !sum
-}
-
-pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_be_bytes(a)
-}
-
-pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_be_bytes(a)
 }
 
 impl Footer {

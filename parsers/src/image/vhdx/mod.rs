@@ -31,6 +31,7 @@ use region_table::{RegionTable, TABLE_OFFSETS, TABLE_SIZE};
 use super::chain::{Ident, Layer, Opened, ParentLink};
 use super::vhd::blocks::BlockDisk;
 use super::Image;
+pub(crate) use crate::bytes::{le16, le32, le64};
 use crate::cache::ChunkCache;
 use crate::{Error, ReadAt, Result, Source};
 use differencing::Differencing;
@@ -66,24 +67,6 @@ pub(crate) fn show_guid(g: &Guid) -> String {
             })
             .collect::<String>()
     )
-}
-
-pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
 }
 
 /// Whether the CRC-32C of `bytes`, with the 4-byte checksum at `field`

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::bytes::{be16, be32};
 use crate::{Error, ReadAt, Result};
 
 const MAGIC: u32 = 0xC03B_3998;
@@ -22,20 +23,6 @@ const INCOMPAT_FAST_COMMIT: u32 = 0x20;
 const TAG_ESCAPE: u32 = 0x1;
 const TAG_SAME_UUID: u32 = 0x2;
 const TAG_LAST: u32 = 0x8;
-
-fn be32(b: &[u8], off: usize) -> u32 {
-    b.get(off..off + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_be_bytes)
-        .unwrap_or(0)
-}
-
-fn be16(b: &[u8], off: usize) -> u16 {
-    b.get(off..off + 2)
-        .and_then(|s| s.try_into().ok())
-        .map(u16::from_be_bytes)
-        .unwrap_or(0)
-}
 
 /// `a <= b` for wrapping 32-bit transaction ids.
 fn tid_le(a: u32, b: u32) -> bool {
