@@ -179,12 +179,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hand_made_chunks() {
+    fn hand_made_chunks() -> std::result::Result<(), Box<dyn std::error::Error>> {
         // "abc" then a reference 3 back, 6 long; at position 3 the token
         // has 4 displacement bits: (3-1) << 12 | (6-3).
         let src = [0x05, 0xB0, 0b1000, b'a', b'b', b'c', 0x03, 0x20];
         let mut out = [0u8; 16];
-        decompress(&src, &mut out).unwrap();
+        decompress(&src, &mut out).map_err(|e| format!("{e:?}"))?;
         assert_eq!(&out[..9], b"abcabcabc");
         assert!(out[9..].iter().all(|&b| b == 0));
 
@@ -195,13 +195,14 @@ mod tests {
         src.extend([0x03, 0xB0, 0b10, b'x']);
         src.extend((4095u16 - 3).to_le_bytes());
         let mut out = vec![0u8; 8192];
-        decompress(&src, &mut out).unwrap();
+        decompress(&src, &mut out).map_err(|e| format!("{e:?}"))?;
         assert!(out[..4096].iter().all(|&b| b == 7));
         assert!(out[4096..].iter().all(|&b| b == b'x'));
+        Ok(())
     }
 
     #[test]
-    fn split_moves_with_position() {
+    fn split_moves_with_position() -> std::result::Result<(), Box<dyn std::error::Error>> {
         // 20 literals, then at position 20 (5 displacement bits, 11 length
         // bits) a reference 17 back, 5 long.
         let lit: Vec<u8> = (b'A'..b'A' + 20).collect();
@@ -217,13 +218,14 @@ mod tests {
         let mut src = (0xB000u16 | (body.len() as u16 - 1)).to_le_bytes().to_vec();
         src.extend(&body);
         let mut out = [0u8; 4096];
-        decompress(&src, &mut out).unwrap();
+        decompress(&src, &mut out).map_err(|e| format!("{e:?}"))?;
         assert_eq!(&out[..20], &lit[..]);
         assert_eq!(&out[20..25], &lit[3..8]);
+        Ok(())
     }
 
     #[test]
-    fn round_trips() {
+    fn round_trips() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let mut data = Vec::new();
         for i in 0..3000u32 {
             data.extend(format!("line {i} of the test text, {}\n", i % 17).bytes());
@@ -239,8 +241,9 @@ mod tests {
         let packed = compress(&data);
         assert!(packed.len() < data.len());
         let mut out = vec![0u8; data.len().div_ceil(CHUNK) * CHUNK];
-        decompress(&packed, &mut out).unwrap();
+        decompress(&packed, &mut out).map_err(|e| format!("{e:?}"))?;
         assert_eq!(&out[..data.len()], &data[..]);
+        Ok(())
     }
 
     #[test]

@@ -246,7 +246,7 @@ pub(crate) mod tests {
     /// A real XPRESS Huffman stream made by Windows (see testdata/README.md)
     /// as the one chunk of an XPRESS8K file, after a stored chunk.
     #[test]
-    fn xpress_chunks_from_windows() {
+    fn xpress_chunks_from_windows() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let packed = include_bytes!("testdata/am_delta.xhuff").to_vec();
         let plain = include_bytes!("testdata/am_delta.expected");
         assert_eq!(plain.len(), 6948);
@@ -254,7 +254,7 @@ pub(crate) mod tests {
         let src = MemSource(Vec::new());
         let wof = Wof::new(Stream::Resident(one), 6948, Algorithm::Xpress8k);
         let mut out = vec![0u8; 10_000];
-        assert_eq!(wof.read(&src, 0, &mut out).unwrap(), 6948);
+        assert_eq!(wof.read(&src, 0, &mut out)?, 6948);
         assert_eq!(&out[..6948], plain);
 
         // A stored 8 KiB chunk first, then the Windows chunk.
@@ -262,14 +262,15 @@ pub(crate) mod tests {
         let two = stream(&[stored.clone(), packed]);
         let wof = Wof::new(Stream::Resident(two), 8192 + 6948, Algorithm::Xpress8k);
         let mut out = vec![0u8; 8192 + 6948];
-        assert_eq!(wof.read(&src, 0, &mut out).unwrap(), out.len());
+        assert_eq!(wof.read(&src, 0, &mut out)?, out.len());
         assert_eq!(&out[..8192], &stored[..]);
         assert_eq!(&out[8192..], plain);
         // Odd reads across the chunk boundary.
         let mut b = [0u8; 10];
-        assert_eq!(wof.read(&src, 8187, &mut b).unwrap(), 10);
+        assert_eq!(wof.read(&src, 8187, &mut b)?, 10);
         assert_eq!(&b[..5], &stored[8187..]);
         assert_eq!(&b[5..], &plain[..5]);
+        Ok(())
     }
 
     /// An XPRESS chunk of 16 KiB of zeros, made by hand: a literal 0
@@ -287,7 +288,7 @@ pub(crate) mod tests {
     /// Past 4 GiB the chunk table has 8-byte entries: a 4 GiB + 32 KiB
     /// XPRESS16K file whose chunks all alias three stored buffers.
     #[test]
-    fn wide_chunk_table_past_4_gib() {
+    fn wide_chunk_table_past_4_gib() -> std::result::Result<(), Box<dyn std::error::Error>> {
         use super::super::data::Run;
         let chunk = 16384u64;
         let size = (4u64 << 30) + 2 * chunk + 5;
@@ -333,13 +334,14 @@ pub(crate) mod tests {
         let wof = Wof::new(raw, size, Algorithm::Xpress16k);
         let src = MemSource(disk);
         let mut buf = vec![0xffu8; 10];
-        assert_eq!(wof.read(&src, 0, &mut buf).unwrap(), 10);
+        assert_eq!(wof.read(&src, 0, &mut buf)?, 10);
         assert_eq!(buf, [0; 10]);
-        assert_eq!(wof.read(&src, (4 << 30) - 3, &mut buf).unwrap(), 10);
+        assert_eq!(wof.read(&src, (4 << 30) - 3, &mut buf)?, 10);
         assert_eq!(&buf[..3], &[0; 3]);
         assert_eq!(&buf[3..], &pattern[..7]);
-        assert_eq!(wof.read(&src, size - 5, &mut buf).unwrap(), 5);
+        assert_eq!(wof.read(&src, size - 5, &mut buf)?, 5);
         assert_eq!(&buf[..5], b"hello");
+        Ok(())
     }
 
     #[test]

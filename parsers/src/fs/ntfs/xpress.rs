@@ -224,20 +224,21 @@ mod tests {
     /// A stream compressed by Windows, and its plaintext (see
     /// testdata/README.md).
     #[test]
-    fn windows_stream() {
+    fn windows_stream() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let packed = include_bytes!("testdata/am_delta.xhuff");
         let plain = include_bytes!("testdata/am_delta.expected");
         let mut out = vec![0u8; plain.len()];
-        decompress(packed, &mut out).unwrap();
+        decompress(packed, &mut out).map_err(|e| format!("{e:?}"))?;
         assert!(out == plain[..]);
         // A shorter output is a prefix.
         let mut out = vec![0u8; 100];
-        decompress(packed, &mut out).unwrap();
+        decompress(packed, &mut out).map_err(|e| format!("{e:?}"))?;
         assert_eq!(&out[..], &plain[..100]);
+        Ok(())
     }
 
     #[test]
-    fn hand_made_stream() {
+    fn hand_made_stream() -> std::result::Result<(), Box<dyn std::error::Error>> {
         // Symbols 'a' (97) and 256+16*1+0 (a match, 1 offset bit, length
         // 3) with 1-bit codes: 'a' = 0, match = 1.
         let mut table = [0u8; TABLE];
@@ -250,12 +251,13 @@ mod tests {
         src.extend(((bits >> 16) as u16).to_le_bytes());
         src.extend((bits as u16).to_le_bytes());
         let mut out = [0u8; 5];
-        decompress(&src, &mut out).unwrap();
+        decompress(&src, &mut out).map_err(|e| format!("{e:?}"))?;
         assert_eq!(&out, b"aaaaa");
         // Asking for more than the stream holds reads zero bits ('a'
         // codes) only within the slack, then fails.
         let mut out = [0u8; 200];
         assert!(decompress(&src, &mut out).is_err());
+        Ok(())
     }
 
     #[test]
