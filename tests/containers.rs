@@ -77,3 +77,8 @@ fn gpt_ntfs_ext4_in_every_container() {
 fn mbr_logical_in_every_container() {
     check_all("mbr-logical");
 }
+
+#[test]
+fn win_gpt_in_every_container() {
+    check_all("win-gpt");
+}

@@ -109,3 +109,8 @@ fn demo_restore_point() {
     let tree = check_image_manifests(&dir, &dir.join("demo.img"));
     assert_eq!(tree.volumes.len(), 2);
 }
+
+#[test]
+fn win_gpt() {
+    check("win-gpt");
+}

@@ -124,3 +124,8 @@ fn demo_mounted() {
     let dir = repo().join("testimages/demo");
     check_mounted(&dir, &dir.join("demo.img"), true);
 }
+
+#[test]
+fn win_gpt_mounted() {
+    check("win-gpt");
+}

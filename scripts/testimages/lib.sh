@@ -46,7 +46,8 @@ loop_detach() {
     _ti_remove TI_LOOPS "$1"
 }
 
-# mount_vol FS DEV MNT OPTS   (FS: ext2|ext3|ext4|xfs|ntfs; OPTS: rw|ro[,...])
+# mount_vol FS DEV MNT OPTS   (FS: ext2|ext3|ext4|xfs|ntfs; OPTS: rw[,...]|ro:
+#   ro is the reference reader's fixed options; rw may add options)
 mount_vol() {
     local fs=$1 dev=$2 mnt=$3 mode=$4 pid i
     mkdir -p "$mnt"
@@ -56,7 +57,7 @@ mount_vol() {
             # The reference reader's options.
             opts=no_detach,ro,uid=0,gid=0,fmask=0133,dmask=0022,streams_interface=xattr
         else
-            opts+=,big_writes
+            opts+=,big_writes${mode#rw}
         fi
         ntfs-3g -o "$opts" "$dev" "$mnt" >/dev/null 2>"$mnt.ntfs-3g.log" &
         pid=$!
@@ -110,8 +111,9 @@ check_blkid() {
     [[ $label == "$3" ]] || die "blkid: $1 label '$label', expected '$3'"
 }
 
-# populate IMG START SECTORS FS LABEL WORK TREE_CMD...
-#   mkfs + rw mount + run TREE_CMD with the mount point appended + unmount
+# populate IMG START SECTORS FS LABEL WORK [MKFS_ARGS...] -- TREE_CMD...
+#   mkfs + rw mount (plus the options in $TI_RW_OPTS) + run TREE_CMD with
+#   the mount point appended + unmount
 populate() {
     local img=$1 start=$2 n=$3 fs=$4 label=$5 work=$6; shift 6
     local mkfs_args=()
@@ -120,7 +122,7 @@ populate() {
     loop_attach "$img" "$start" "$n"
     local dev=$LOOPDEV mnt=$work/mnt-rw
     mkfs_vol "$fs" "$dev" "$label" "$start" "${mkfs_args[@]}"
-    mount_vol "$fs" "$dev" "$mnt" rw
+    mount_vol "$fs" "$dev" "$mnt" "rw${TI_RW_OPTS:+,$TI_RW_OPTS}"
     "$@" "$mnt"
     umount_vol "$mnt"
     loop_detach "$dev"

@@ -1,10 +1,20 @@
 #!/usr/bin/env python3
 """Write the JSON-lines manifest of a mounted volume to stdout.
 
-usage: manifest.py MOUNTPOINT > out.jsonl
+usage: manifest.py [--mtools] MOUNTPOINT > out.jsonl
 
 One line per entry (root included as "/"), sorted by path (Python str
 order, i.e. by code point).  See scripts/testimages/README.md for the fields.
+
+A symlink whose target starts with MOUNTPOINT/ (ntfs-3g shows absolute
+reparse-point links and junctions so) is written as the same path from the
+volume root reached by climbing from the link's folder ("../" per level):
+the form that resolves to that file wherever the volume is mounted.
+
+--mtools: MOUNTPOINT is a FAT volume copied out with `mcopy -s -m`; only
+what mtools asserts is written (path, type; size, sha256 and mtime of
+files), and each entry lists those fields under "known": a reader's view is
+compared on them alone.
 """
 import base64
 import hashlib
@@ -65,8 +75,22 @@ def walk(root):
     return entries
 
 
+def inside_target(rel, target, root):
+    """An absolute target under the mount point, as a path climbing to the root."""
+    if not target.startswith(root + "/"):
+        return target
+    depth = rel.count("/") - 1
+    return "../" * depth + target[len(root) + 1:]
+
+
+MTOOLS_FIELDS = {"file": ["path", "type", "size", "sha256", "mtime_ns"], "dir": ["path", "type"]}
+
+
 def main():
-    root = os.path.abspath(sys.argv[1]).rstrip("/") or "/"
+    args = sys.argv[1:]
+    mtools = "--mtools" in args
+    args = [a for a in args if a != "--mtools"]
+    root = os.path.abspath(args[0]).rstrip("/") or "/"
     entries = walk(root)
     groups = {}
     for rel, _, st in entries:
@@ -82,12 +106,19 @@ def main():
         if t == "file":
             e["sha256"] = sha256_file(full)
         if t == "symlink":
-            e["target"] = os.readlink(full)
+            shown = os.readlink(full)
+            e["target"] = inside_target(rel, shown, root)
+            if e["target"] != shown:
+                e["size"] = len(os.fsencode(e["target"]))
         if t != "dir" and st.st_nlink > 1:
             e["link_group"] = min(groups[st.st_ino])
         x = xattrs(full)
         if x:
             e["xattrs"] = x
+        if mtools:
+            known = MTOOLS_FIELDS[t]
+            e = {k: e[k] for k in known}
+            e["known"] = known
         out.write(json.dumps(e, ensure_ascii=False) + "\n")
 
 
