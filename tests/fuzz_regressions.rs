@@ -19,6 +19,7 @@ pub fn run_target(target: &str, data: &[u8], fixtures: &Path) {
         "ext" => harness::ext(data),
         "ntfs" => harness::ntfs(data),
         "stack" => harness::stack(data),
+        "chain" => harness::chain(data),
         other => panic!("fuzz/regressions/{other}: no such target"),
     }
 }
@@ -61,4 +62,35 @@ fn fuzz_regressions() {
         "of {n} inputs:\n{}",
         failures.join("\n")
     );
+}
+
+/// The chain target's seeds are what they claim: a delta that opens over
+/// its parent (two points, the newest differing from the base), so the
+/// fuzzer starts from inputs that reach the resolver and the overlay.
+#[test]
+fn chain_seeds_open_as_chains() {
+    let seeds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/chain");
+    let mut n = 0;
+    for f in std::fs::read_dir(&seeds).unwrap() {
+        let path = f.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let (child, opts) = harness::chain_files(&data).expect("seed splits into two files");
+        let img = restorefs_parsers::image::open_with(&child, &opts)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let points = img.into_points();
+        assert_eq!(points.len(), 2, "{}", path.display());
+        let read = |i: usize| {
+            let mut buf = vec![0u8; 64 << 10];
+            restorefs_parsers::ReadAt::read_exact_at(&*points[i].disk, 0, &mut buf).unwrap();
+            buf
+        };
+        assert_ne!(
+            read(0),
+            read(1),
+            "{}: the delta changes nothing",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 6, "{n} chain seeds");
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use restorefs_parsers::fs::{FileSystem, FileType, NodeId};
-use restorefs_parsers::image::{self, Image};
+use restorefs_parsers::image::{self, Image, OpenOptions};
 use restorefs_parsers::readat::MemSource;
 use restorefs_parsers::tree::{Node, RestoreTree};
 use restorefs_parsers::volume;
@@ -218,6 +218,65 @@ pub fn stack(data: &[u8]) {
     if let Ok(tree) = RestoreTree::from_image(image) {
         walk_tree(&tree);
     }
+}
+
+/// A folder of this process's own for the files the `chain` target
+/// writes (in /dev/shm where there is one: the files are rewritten on
+/// every run).
+fn chain_dir() -> Option<&'static Path> {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("restorefs-fuzz-chain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok().map(|()| dir)
+    })
+    .as_deref()
+}
+
+/// Target `chain`: a delta over its parent through the chain resolver,
+/// which opens files by path, so both are written to files first. Input:
+/// a flags byte (bit 0: ignore the link check; bit 1: name the parent
+/// as `--parent` does instead of through the child's link), the child's
+/// length (u32 LE), the child's bytes, then the parent's bytes. The child
+/// is `child.img`, the parent `base.img` (the name the seeds' links
+/// use). Every point of the chain is sampled.
+pub fn chain(data: &[u8]) {
+    let Some((child, opts)) = chain_files(data) else {
+        return;
+    };
+    if let Ok(img) = image::open_with(&child, &opts) {
+        let mut budget = MAX_READ;
+        for point in img.into_points().iter().rev() {
+            read_source(&point.disk, &mut budget);
+        }
+    }
+}
+
+/// Writes the two files of a `chain` input; returns the child's path and
+/// the options to open it with.
+pub fn chain_files(data: &[u8]) -> Option<(std::path::PathBuf, OpenOptions)> {
+    let dir = chain_dir()?;
+    let (&flags, rest) = data.split_first()?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let n = (u32::from_le_bytes(*len) as usize).min(rest.len());
+    let (child, parent) = rest.split_at(n);
+    let (child_path, parent_path) = (dir.join("child.img"), dir.join("base.img"));
+    std::fs::write(&child_path, child).ok()?;
+    std::fs::write(&parent_path, parent).ok()?;
+    let opts = OpenOptions {
+        parents: if flags & 2 != 0 {
+            vec![parent_path]
+        } else {
+            Vec::new()
+        },
+        ignore_link_check: flags & 1 != 0,
+    };
+    Some((child_path, opts))
 }
 
 /// Everything at once, for the mutation test: the container decoded as
