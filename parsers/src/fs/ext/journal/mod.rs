@@ -1,10 +1,25 @@
 //! JBD2 journal replay into memory: committed transactions become a block
 //! overlay consulted by every read, so the image itself is never written.
+//!
+//! With journal checksums (v2/v3, which ext4's metadata_csum turns on)
+//! every block is verified the way the kernel's recovery (fs/jbd2/recovery.c)
+//! does, so a torn or damaged log never lands in the overlay: a bad
+//! superblock fails the replay; a transaction whose commit block fails is
+//! where the log ends (unless its commit time says it is a stale block of
+//! an older log, which ends the log too, silently; a commit block torn
+//! after its header passes, as in Linux since 6.6); a bad descriptor or
+//! revoke block followed by a newer commit fails the replay (the kernel
+//! refuses to mount then); a logged block that fails is skipped, leaving
+//! the copy before it. A failed replay leaves the volume read as it is on
+//! disk, with a warning (see `ExtFs::replay_journal`).
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::bytes::{be16, be32};
 use crate::{Error, ReadAt, Result};
+
+#[cfg(test)]
+mod tests;
 
 const MAGIC: u32 = 0xC03B_3998;
 const DESCRIPTOR: u32 = 1;
@@ -19,6 +34,12 @@ const INCOMPAT_ASYNC_COMMIT: u32 = 0x4;
 const INCOMPAT_CSUM_V2: u32 = 0x8;
 const INCOMPAT_CSUM_V3: u32 = 0x10;
 const INCOMPAT_FAST_COMMIT: u32 = 0x20;
+
+const COMPAT_CHECKSUM: u32 = 0x1;
+/// Bytes of a commit block's header.
+const COMMIT_HEADER: usize = 60;
+/// `s_checksum_type` of checksum v2/v3 journals.
+const CRC32C: u8 = 4;
 
 const TAG_ESCAPE: u32 = 0x1;
 const TAG_SAME_UUID: u32 = 0x2;
@@ -83,8 +104,79 @@ impl Overlay {
     }
 }
 
-/// A logged block: (target filesystem block, journal block, escaped).
-type Tag = (u64, u64, bool);
+/// A logged block, as its descriptor tag describes it.
+#[derive(Debug, Clone, Copy)]
+struct Tag {
+    /// Filesystem block it replaces.
+    target: u64,
+    /// Journal block holding the copy.
+    jblock: u64,
+    escaped: bool,
+    /// The tag's checksum of the copy (v2: low 16 bits; v3: all 32).
+    csum: u32,
+}
+
+/// Journal checksums v2/v3: crc32c seeded with the journal's UUID.
+struct Csum {
+    seed: u32,
+    /// v3 tags keep all 32 bits of a block's checksum, v2 the low 16.
+    full: bool,
+}
+
+/// crc32c as the kernel's `jbd2_chksum` computes it: `state` in, the raw
+/// register out, with no inversions on either side.
+fn crc32c_raw(state: u32, data: &[u8]) -> u32 {
+    !crc32c::crc32c_append(!state, data)
+}
+
+impl Csum {
+    fn new(sb: &[u8], full: bool) -> Csum {
+        Csum {
+            seed: crc32c_raw(!0, sb.get(0x30..0x40).unwrap_or(&[])),
+            full,
+        }
+    }
+
+    /// The checksum of `block` with the 4 bytes at `at` taken as zero,
+    /// against the big-endian value stored there.
+    fn block_ok(&self, seed: u32, block: &[u8], at: usize) -> bool {
+        let (Some(head), Some(tail)) = (block.get(..at), block.get(at + 4..)) else {
+            return false;
+        };
+        let c = crc32c_raw(seed, head);
+        let c = crc32c_raw(c, &[0; 4]);
+        crc32c_raw(c, tail) == be32(block, at)
+    }
+
+    /// Descriptor and revoke blocks: the tail's checksum (last 4 bytes).
+    fn tail_ok(&self, block: &[u8]) -> bool {
+        self.block_ok(self.seed, block, block.len().saturating_sub(4))
+    }
+
+    /// Commit blocks: `h_chksum[0]`. Also taken: a block whose checksum
+    /// holds for its header (`struct commit_header`, 60 bytes) with the rest
+    /// zero, i.e. a commit block torn after its header; Linux accepts those
+    /// too ("incomplete commit block", since 6.6).
+    fn commit_ok(&self, block: &[u8]) -> bool {
+        if self.block_ok(self.seed, block, 16) {
+            return true;
+        }
+        let mut head = vec![0u8; block.len()];
+        let n = COMMIT_HEADER.min(block.len());
+        head[..n].copy_from_slice(&block[..n]);
+        self.block_ok(self.seed, &head, 16)
+    }
+
+    /// A logged copy against its tag (seeded with its transaction id).
+    fn data_ok(&self, seq: u32, block: &[u8], want: u32) -> bool {
+        let c = crc32c_raw(crc32c_raw(self.seed, &seq.to_be_bytes()), block);
+        if self.full {
+            c == want
+        } else {
+            c & 0xFFFF == want
+        }
+    }
+}
 
 /// What replay found.
 pub struct Replay {
@@ -140,6 +232,21 @@ pub fn replay(
         maxlen = maxlen.saturating_sub(if fc == 0 { 256 } else { fc });
         warnings.push("journal fast-commit area not replayed".to_string());
     }
+    let bit64 = incompat & INCOMPAT_64BIT != 0;
+    let csum3 = incompat & INCOMPAT_CSUM_V3 != 0;
+    let csum2 = incompat & INCOMPAT_CSUM_V2 != 0;
+    let csum = (csum2 || csum3).then(|| Csum::new(&sb, csum3));
+    if let Some(c) = &csum {
+        if sb.get(0x50) != Some(&CRC32C) {
+            return Err(bad("checksum type is not crc32c"));
+        }
+        let head = sb.get(..1024).ok_or_else(|| bad("shorter than 1 KiB"))?;
+        if !c.block_ok(!0, head, 0xFC) {
+            return Err(bad("checksum mismatch"));
+        }
+    } else if be32(&sb, 0x24) & COMPAT_CHECKSUM != 0 {
+        warnings.push("journal v1 (crc32) checksums not verified".to_string());
+    }
     let mut overlay = Overlay::empty(block_size);
     if start == 0 {
         return Ok(Replay {
@@ -152,9 +259,6 @@ pub fn replay(
     {
         return Err(bad("bad log bounds"));
     }
-    let bit64 = incompat & INCOMPAT_64BIT != 0;
-    let csum3 = incompat & INCOMPAT_CSUM_V3 != 0;
-    let csum2 = incompat & INCOMPAT_CSUM_V2 != 0;
     let tag_bytes = if csum3 {
         16
     } else {
@@ -165,6 +269,10 @@ pub fn replay(
 
     // Scan: collect committed transactions and revocations.
     let mut committed: Vec<(u32, Vec<Tag>)> = Vec::new();
+    // A descriptor or revoke block of the open transaction failed its
+    // checksum: its commit's time tells a damaged log from a stale one.
+    let mut suspect = false;
+    let mut last_commit_time = 0u64;
     let mut revoked: HashMap<u64, u32> = HashMap::new();
     let mut pending: Vec<Tag> = Vec::new();
     let mut pending_revokes: Vec<u64> = Vec::new();
@@ -178,13 +286,16 @@ pub fn replay(
         }
         match be32(&b, 4) {
             DESCRIPTOR => {
+                if csum.as_ref().is_some_and(|c| !c.tail_ok(&b)) {
+                    suspect = true;
+                }
                 let mut off = 12;
                 while off + tag_bytes <= bs - tail {
                     let lo = u64::from(be32(&b, off));
-                    let flags = if csum3 {
-                        be32(&b, off + 4)
+                    let (flags, tag_csum) = if csum3 {
+                        (be32(&b, off + 4), be32(&b, off + 12))
                     } else {
-                        u32::from(be16(&b, off + 6))
+                        (u32::from(be16(&b, off + 6)), u32::from(be16(&b, off + 4)))
                     };
                     let hi = if bit64 {
                         u64::from(be32(&b, off + 8))
@@ -193,7 +304,12 @@ pub fn replay(
                     };
                     pos = next(pos);
                     steps += 1;
-                    pending.push((lo | (hi << 32), pos, flags & TAG_ESCAPE != 0));
+                    pending.push(Tag {
+                        target: lo | (hi << 32),
+                        jblock: pos,
+                        escaped: flags & TAG_ESCAPE != 0,
+                        csum: tag_csum,
+                    });
                     off += tag_bytes;
                     if flags & TAG_SAME_UUID == 0 {
                         off += 16;
@@ -204,6 +320,33 @@ pub fn replay(
                 }
             }
             COMMIT => {
+                let time = u64::from(be32(&b, 48)) << 32 | u64::from(be32(&b, 52));
+                let stale = time < last_commit_time;
+                if suspect {
+                    if stale {
+                        pending.clear();
+                        break;
+                    }
+                    return Err(Error::corrupt(
+                        "ext",
+                        0,
+                        format!(
+                            "journal transaction {seq}: a descriptor or revoke block fails \
+                             its checksum (the kernel refuses to mount this)"
+                        ),
+                    ));
+                }
+                if csum.as_ref().is_some_and(|c| !c.commit_ok(&b)) {
+                    if !stale {
+                        warnings.push(format!(
+                            "journal transaction {seq} fails its commit checksum: \
+                             replayed up to the transaction before it"
+                        ));
+                    }
+                    pending.clear();
+                    break;
+                }
+                last_commit_time = time;
                 committed.push((seq, std::mem::take(&mut pending)));
                 for blk in pending_revokes.drain(..) {
                     let e = revoked.entry(blk).or_insert(seq);
@@ -214,7 +357,10 @@ pub fn replay(
                 seq = seq.wrapping_add(1);
             }
             REVOKE => {
-                let count = (be32(&b, 12) as usize).min(bs);
+                if csum.as_ref().is_some_and(|c| !c.tail_ok(&b)) {
+                    suspect = true;
+                }
+                let count = (be32(&b, 12) as usize).min(bs - tail);
                 let width = if bit64 { 8 } else { 4 };
                 let mut off = 16;
                 while off + width <= count {
@@ -237,10 +383,12 @@ pub fn replay(
     }
 
     // Replay in order: later copies replace earlier ones, revoked ones
-    // (revoked in the same or a later transaction) are skipped.
+    // (revoked in the same or a later transaction) are skipped, and so is
+    // a copy that fails its checksum (the one before it stays).
     let transactions = committed.len();
     for (tseq, tags) in committed {
-        for (target, jblock, escaped) in tags {
+        for tag in tags {
+            let target = tag.target;
             if revoked.get(&target).is_some_and(|&r| tid_le(tseq, r)) {
                 continue;
             }
@@ -250,7 +398,19 @@ pub fn replay(
                 ));
                 continue;
             }
-            overlay.blocks.insert(target, (locate(jblock)?, escaped));
+            if let Some(c) = &csum {
+                if !c.data_ok(tseq, &read_block(tag.jblock)?, tag.csum) {
+                    warnings.push(format!(
+                        "journal copy of block {target} (transaction {tseq}, journal \
+                         block {}) fails its checksum: not replayed",
+                        tag.jblock
+                    ));
+                    continue;
+                }
+            }
+            overlay
+                .blocks
+                .insert(target, (locate(tag.jblock)?, tag.escaped));
         }
     }
     Ok(Replay {
