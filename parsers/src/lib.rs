@@ -29,6 +29,7 @@ pub mod cache;
 pub mod error;
 pub mod fs;
 pub mod image;
+pub mod memo;
 pub mod readat;
 pub mod tree;
 pub mod volume;

@@ -20,10 +20,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, OnceLock};
-
-use lru::LruCache;
+use std::sync::{Arc, OnceLock};
 
 use self::boot::{Boot, REGION_SECTORS};
 use self::dir_entry::{kind, FileSet, RawTime, ATTR_READ_ONLY, ENTRY};
@@ -31,6 +28,7 @@ use self::upcase::Upcase;
 use crate::fs::fat::fat_table::{self, Chain, FatTable};
 use crate::fs::fat::{dos_time, usable_name, with_centis};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat, Timespec};
+use crate::memo::Memo;
 use crate::{Error, Result, Source};
 
 /// The root directory's node id (inside the boot region, so no entry's).
@@ -63,8 +61,8 @@ pub struct ExfatFs {
     bitmap: Option<(u32, u64)>,
     warnings: Vec<String>,
     free: OnceLock<Option<u64>>,
-    dirs: Mutex<LruCache<NodeId, Arc<Dir>>>,
-    chains: Mutex<LruCache<(u32, u64), Arc<Chain>>>,
+    dirs: Memo<NodeId, Dir>,
+    chains: Memo<(u32, u64), Chain>,
 }
 
 /// A time as stored, in UTC: the offset byte (bit 7 = valid, then a
@@ -126,12 +124,8 @@ impl ExfatFs {
             bitmap: None,
             warnings,
             free: OnceLock::new(),
-            dirs: Mutex::new(LruCache::new(
-                NonZeroUsize::new(DIR_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
-            chains: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CHAIN_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
+            dirs: Memo::new(DIR_CACHE),
+            chains: Memo::new(CHAIN_CACHE),
         };
         fs.read_root_metadata()?;
         Ok(fs)
@@ -207,24 +201,13 @@ impl ExfatFs {
                 }
             }));
         }
-        let key = (first, clusters);
-        if let Some(c) = self
-            .chains
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&key).cloned())
-        {
-            return Ok(c);
-        }
-        let c = Arc::new(if clusters == 0 {
-            Chain::default()
-        } else {
-            self.fat.chain(first, clusters)?
-        });
-        if let Ok(mut cache) = self.chains.lock() {
-            cache.put(key, c.clone());
-        }
-        Ok(c)
+        self.chains.get_or_make((first, clusters), || {
+            Ok(Arc::new(if clusters == 0 {
+                Chain::default()
+            } else {
+                self.fat.chain(first, clusters)?
+            }))
+        })
     }
 
     fn root_chain(&self) -> Result<Arc<Chain>> {
@@ -343,14 +326,11 @@ impl ExfatFs {
     }
 
     fn dir(&self, node: NodeId) -> Result<Arc<Dir>> {
-        if let Some(d) = self
-            .dirs
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&node).cloned())
-        {
-            return Ok(d);
-        }
+        self.dirs
+            .get_or_make(node, || self.parse_dir(node).map(Arc::new))
+    }
+
+    fn parse_dir(&self, node: NodeId) -> Result<Dir> {
         let chain = if node == ROOT {
             self.root_chain()?
         } else {
@@ -415,11 +395,7 @@ impl ExfatFs {
                 }
             }
         }
-        let dir = Arc::new(Dir { entries, by_name });
-        if let Ok(mut c) = self.dirs.lock() {
-            c.put(node, dir.clone());
-        }
-        Ok(dir)
+        Ok(Dir { entries, by_name })
     }
 
     fn free_clusters(&self) -> Option<u64> {

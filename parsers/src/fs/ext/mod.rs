@@ -23,11 +23,8 @@ mod tests;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::num::NonZeroUsize;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::sync::{Arc, Mutex};
-
-use lru::LruCache;
+use std::sync::Arc;
 
 use self::block_map::BlockMap;
 use self::extent::Extent;
@@ -38,6 +35,7 @@ use self::superblock::{
 };
 pub(crate) use crate::bytes::{le16, le32};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat};
+use crate::memo::Memo;
 use crate::{Error, Result, Source};
 
 /// Parsed directories kept; lookups in a big directory then cost a hash
@@ -66,8 +64,8 @@ pub struct ExtFs {
     groups: Vec<GroupDesc>,
     overlay: journal::Overlay,
     warnings: Vec<String>,
-    dirs: Mutex<LruCache<u64, Arc<Dir>>>,
-    extents: Mutex<LruCache<u64, Arc<Vec<Extent>>>>,
+    dirs: Memo<u64, Dir>,
+    extents: Memo<u64, Vec<Extent>>,
 }
 
 impl ExtFs {
@@ -84,12 +82,8 @@ impl ExtFs {
             groups,
             overlay,
             warnings: Vec::new(),
-            dirs: Mutex::new(LruCache::new(
-                NonZeroUsize::new(DIR_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
-            extents: Mutex::new(LruCache::new(
-                NonZeroUsize::new(EXTENT_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
+            dirs: Memo::new(DIR_CACHE),
+            extents: Memo::new(EXTENT_CACHE),
         };
         let image_bytes = fs
             .sb
@@ -242,23 +236,12 @@ impl ExtFs {
 
     /// The decoded extent list of an extent-mapped inode, cached.
     fn extents_of(&self, ino: &Inode) -> Result<Arc<Vec<Extent>>> {
-        if let Some(e) = self
-            .extents
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&ino.ino).cloned())
-        {
-            return Ok(e);
-        }
-        let rb = |b| self.read_block(b);
-        let list = Arc::new(
+        self.extents.get_or_make(ino.ino, || {
+            let rb = |b| self.read_block(b);
             extent::collect(&ino.i_block, 0, &rb)
-                .map_err(|e| e.context(format!("inode {}", ino.ino)))?,
-        );
-        if let Ok(mut c) = self.extents.lock() {
-            c.put(ino.ino, list.clone());
-        }
-        Ok(list)
+                .map(Arc::new)
+                .map_err(|e| e.context(format!("inode {}", ino.ino)))
+        })
     }
 
     /// Bytes of an inline-data inode: `i_block`, then the `system.data`
@@ -383,21 +366,15 @@ impl ExtFs {
 
     /// Reads a directory, from the cache if parsed before.
     fn dir(&self, ino: u64) -> Result<Arc<Dir>> {
-        if let Some(d) = self.dirs.lock().ok().and_then(|mut c| c.get(&ino).cloned()) {
-            return Ok(d);
-        }
-        let (inode, kind) = self.typed_inode(ino)?;
-        if kind != FileType::Dir {
-            return Err(Error::NotADirectory(format!("inode {ino}")));
-        }
-        let dir = Arc::new(
+        self.dirs.get_or_make(ino, || {
+            let (inode, kind) = self.typed_inode(ino)?;
+            if kind != FileType::Dir {
+                return Err(Error::NotADirectory(format!("inode {ino}")));
+            }
             self.parse_dir(&inode)
-                .map_err(|e| e.context(format!("directory inode {ino}")))?,
-        );
-        if let Ok(mut c) = self.dirs.lock() {
-            c.put(ino, dir.clone());
-        }
-        Ok(dir)
+                .map(Arc::new)
+                .map_err(|e| e.context(format!("directory inode {ino}")))
+        })
     }
 
     fn parse_dir(&self, inode: &Inode) -> Result<Dir> {

@@ -1,11 +1,9 @@
 //! The file allocation table: cluster chains, read in cached pages.
 
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
-
-use lru::LruCache;
+use std::sync::Arc;
 
 use super::bpb::{Bpb, FatType};
+use crate::memo::Memo;
 use crate::{Error, Result, Source};
 
 /// Bytes of the FAT read and cached at once.
@@ -35,7 +33,7 @@ pub struct FatTable {
     max_cluster: u32,
     /// exFAT: all 32 bits of an entry count (FAT32 reserves the top 4).
     exfat: bool,
-    pages: Mutex<LruCache<u64, Arc<[u8]>>>,
+    pages: Memo<u64, [u8]>,
 }
 
 impl FatTable {
@@ -47,9 +45,7 @@ impl FatTable {
             bytes: bpb.fat_bytes,
             max_cluster: bpb.cluster_count.saturating_add(1),
             exfat: false,
-            pages: Mutex::new(LruCache::new(
-                NonZeroUsize::new(PAGES).unwrap_or(NonZeroUsize::MIN),
-            )),
+            pages: Memo::new(PAGES),
         }
     }
 
@@ -62,33 +58,21 @@ impl FatTable {
             bytes,
             max_cluster: cluster_count.saturating_add(1),
             exfat: true,
-            pages: Mutex::new(LruCache::new(
-                NonZeroUsize::new(PAGES).unwrap_or(NonZeroUsize::MIN),
-            )),
+            pages: Memo::new(PAGES),
         }
     }
 
     fn page(&self, index: u64) -> Result<Arc<[u8]>> {
-        if let Some(p) = self
-            .pages
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&index).cloned())
-        {
-            return Ok(p);
-        }
-        let start = index * PAGE;
-        let len = PAGE.min(self.bytes.saturating_sub(start));
-        let mut v = vec![0u8; len as usize];
-        let off = self.offset + start;
-        self.src
-            .read_exact_at(off, &mut v)
-            .map_err(|e| Error::io("fat", off, e))?;
-        let p: Arc<[u8]> = v.into();
-        if let Ok(mut c) = self.pages.lock() {
-            c.put(index, p.clone());
-        }
-        Ok(p)
+        self.pages.get_or_make(index, || {
+            let start = index * PAGE;
+            let len = PAGE.min(self.bytes.saturating_sub(start));
+            let mut v = vec![0u8; len as usize];
+            let off = self.offset + start;
+            self.src
+                .read_exact_at(off, &mut v)
+                .map_err(|e| Error::io("fat", off, e))?;
+            Ok(v.into())
+        })
     }
 
     /// The byte at `pos` within the FAT.

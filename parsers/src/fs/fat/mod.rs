@@ -26,10 +26,7 @@ pub(crate) mod tests;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, OnceLock};
-
-use lru::LruCache;
+use std::sync::{Arc, OnceLock};
 
 pub use self::bpb::looks_like_fat;
 use self::bpb::{Bpb, FatType};
@@ -37,6 +34,7 @@ use self::dir_entry::{attr, LfnBuilder, ShortEntry, Slot, ENTRY};
 use self::fat_table::{Chain, FatTable, MAX_SCAN};
 pub(crate) use crate::bytes::{le16, le32, le64};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat, Timespec};
+use crate::memo::Memo;
 use crate::{Error, Result, Source};
 
 /// The root directory's node id (entry index 1 is inside the boot sector,
@@ -106,8 +104,8 @@ pub struct FatFs {
     label: Option<String>,
     warnings: Vec<String>,
     free: OnceLock<Option<u64>>,
-    dirs: Mutex<LruCache<NodeId, Arc<Dir>>>,
-    chains: Mutex<LruCache<(u32, u64), Arc<Chain>>>,
+    dirs: Memo<NodeId, Dir>,
+    chains: Memo<(u32, u64), Chain>,
 }
 
 /// Where a directory's entries are.
@@ -146,12 +144,8 @@ impl FatFs {
             label: None,
             warnings,
             free: OnceLock::new(),
-            dirs: Mutex::new(LruCache::new(
-                NonZeroUsize::new(DIR_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
-            chains: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CHAIN_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
+            dirs: Memo::new(DIR_CACHE),
+            chains: Memo::new(CHAIN_CACHE),
         };
         // The root's volume-label entry is what Windows and blkid show; the
         // boot sector copy is often stale.
@@ -187,20 +181,9 @@ impl FatFs {
 
     /// The chain from `first`, at most `limit` clusters, cached.
     fn chain(&self, first: u32, limit: u64) -> Result<Arc<Chain>> {
-        let key = (first, limit);
-        if let Some(c) = self
-            .chains
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&key).cloned())
-        {
-            return Ok(c);
-        }
-        let c = Arc::new(self.fat.chain(first, limit)?);
-        if let Ok(mut cache) = self.chains.lock() {
-            cache.put(key, c.clone());
-        }
-        Ok(c)
+        self.chains.get_or_make((first, limit), || {
+            self.fat.chain(first, limit).map(Arc::new)
+        })
     }
 
     /// The 8.3 entry of `node`, which must be a live file or directory.
@@ -283,14 +266,11 @@ impl FatFs {
     }
 
     fn dir(&self, node: NodeId) -> Result<Arc<Dir>> {
-        if let Some(d) = self
-            .dirs
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&node).cloned())
-        {
-            return Ok(d);
-        }
+        self.dirs
+            .get_or_make(node, || self.parse_dir(node).map(Arc::new))
+    }
+
+    fn parse_dir(&self, node: NodeId) -> Result<Dir> {
         let loc = self.dir_loc(node)?;
         let (data, starts, unit) = self
             .dir_bytes(&loc)
@@ -345,11 +325,7 @@ impl FatFs {
         for (k, id) in shorts {
             by_name.entry(k).or_insert(id);
         }
-        let dir = Arc::new(Dir { entries, by_name });
-        if let Ok(mut c) = self.dirs.lock() {
-            c.put(node, dir.clone());
-        }
-        Ok(dir)
+        Ok(Dir { entries, by_name })
     }
 
     /// Clusters of a directory (for its size).

@@ -43,10 +43,8 @@ mod xpress;
 mod tests;
 
 use std::ffi::{OsStr, OsString};
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use lru::LruCache;
 use ntfs::structured_values::NtfsFileAttributeFlags;
 use ntfs::{Ntfs, NtfsAttributeType, NtfsError, NtfsFile, NtfsFileFlags};
 
@@ -56,6 +54,7 @@ use self::mft::{MftCursor, SplitRecords};
 use self::names::{RawEntry, ROOT_RECORD};
 use self::reparse::{Interix, Target};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat};
+use crate::memo::Memo;
 use crate::{Error, ReadAt, Result, Source};
 
 /// Decoded nodes kept (stat, data runs): enough for a busy directory walk.
@@ -76,7 +75,7 @@ pub struct NtfsFs {
     ntfs: Ntfs,
     has_upcase: bool,
     warnings: Vec<String>,
-    cache: Mutex<LruCache<NodeId, Arc<Node>>>,
+    cache: Memo<NodeId, Node>,
     info: OnceLock<FsInfo>,
     split: SplitRecords,
 }
@@ -155,9 +154,7 @@ impl NtfsFs {
             ntfs,
             has_upcase,
             warnings,
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CACHE_NODES).unwrap_or(NonZeroUsize::MIN),
-            )),
+            cache: Memo::new(CACHE_NODES),
             info: OnceLock::new(),
             split: SplitRecords::default(),
         };
@@ -226,17 +223,7 @@ impl NtfsFs {
     /// The decoded node, from the cache or the disk. The lock is never held
     /// during I/O; two threads missing at once both decode, harmlessly.
     fn node(&self, id: NodeId) -> Result<Arc<Node>> {
-        if let Some(n) = self.lock().get(&id) {
-            return Ok(n.clone());
-        }
-        let node = Arc::new(self.decode(id)?);
-        self.lock().put(id, node.clone());
-        Ok(node)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<NodeId, Arc<Node>>> {
-        // A panic elsewhere cannot leave the cache inconsistent: keep going.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        self.cache.get_or_make(id, || self.decode(id).map(Arc::new))
     }
 
     fn values(

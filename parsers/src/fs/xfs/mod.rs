@@ -21,17 +21,15 @@ mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::num::NonZeroUsize;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::sync::{Arc, Mutex};
-
-use lru::LruCache;
+use std::sync::Arc;
 
 use self::bmap::Extent;
 use self::inode::{Format, Inode};
 use self::superblock::{Superblock, SB_LEN};
 pub(crate) use crate::bytes::{be16, be32, be64};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat};
+use crate::memo::Memo;
 use crate::{Error, Result, Source};
 
 /// Parsed directories kept.
@@ -67,12 +65,10 @@ pub struct XfsFs {
     src: Source,
     sb: Superblock,
     warnings: Vec<String>,
-    dirs: Mutex<LruCache<u64, Arc<Dir>>>,
-    extents: Mutex<ExtentCache>,
+    dirs: Memo<u64, Dir>,
+    /// Decoded extent lists by (inode, fork).
+    extents: Memo<(u64, Fork), Vec<Extent>>,
 }
-
-/// Decoded extent lists by (inode, fork).
-type ExtentCache = LruCache<(u64, Fork), Arc<Vec<Extent>>>;
 
 impl XfsFs {
     /// Opens the filesystem on `src`; refuses unknown incompatible
@@ -83,13 +79,12 @@ impl XfsFs {
             .map_err(|e| Error::io("xfs", 0, e))?;
         let sb = Superblock::parse(&b)?;
         sb.check_features()?;
-        let cache = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         let mut fs = XfsFs {
             src,
             sb,
             warnings: Vec::new(),
-            dirs: Mutex::new(LruCache::new(cache(DIR_CACHE))),
-            extents: Mutex::new(LruCache::new(cache(EXTENT_CACHE))),
+            dirs: Memo::new(DIR_CACHE),
+            extents: Memo::new(EXTENT_CACHE),
         };
         if !fs.sb.crc_ok {
             fs.warnings
@@ -185,31 +180,20 @@ impl XfsFs {
     /// The decoded extent list of a fork in extents or btree format,
     /// cached; decoding happens outside the lock.
     fn extents_of(&self, ino: &Inode, fork: Fork) -> Result<Arc<Vec<Extent>>> {
-        let key = (ino.ino, fork);
-        if let Some(e) = self
-            .extents
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&key).cloned())
-        {
-            return Ok(e);
-        }
-        let (format, bytes, n) = match fork {
-            Fork::Data => (Some(ino.format), &ino.data, ino.nextents),
-            Fork::Attr => (ino.aformat, &ino.attr, ino.anextents),
-        };
-        let read = |lin| self.read_block(lin);
-        let list = match format {
-            Some(Format::Extents) => bmap::from_extents(bytes, n, &self.sb),
-            Some(Format::Btree) => bmap::from_btree(bytes, n, &self.sb, &read),
-            _ => Err(Error::corrupt("xfs", 0, "fork is not block-mapped")),
-        }
-        .map_err(|e| e.context(format!("inode {} {fork:?} fork", ino.ino)))?;
-        let list = Arc::new(list);
-        if let Ok(mut c) = self.extents.lock() {
-            c.put(key, list.clone());
-        }
-        Ok(list)
+        self.extents.get_or_make((ino.ino, fork), || {
+            let (format, bytes, n) = match fork {
+                Fork::Data => (Some(ino.format), &ino.data, ino.nextents),
+                Fork::Attr => (ino.aformat, &ino.attr, ino.anextents),
+            };
+            let read = |lin| self.read_block(lin);
+            match format {
+                Some(Format::Extents) => bmap::from_extents(bytes, n, &self.sb),
+                Some(Format::Btree) => bmap::from_btree(bytes, n, &self.sb, &read),
+                _ => Err(Error::corrupt("xfs", 0, "fork is not block-mapped")),
+            }
+            .map(Arc::new)
+            .map_err(|e| e.context(format!("inode {} {fork:?} fork", ino.ino)))
+        })
     }
 
     /// Fills `buf` with the fork's bytes at `offset`: one source read per
@@ -289,21 +273,15 @@ impl XfsFs {
 
     /// Reads a directory, from the cache if parsed before.
     fn dir(&self, ino: u64) -> Result<Arc<Dir>> {
-        if let Some(d) = self.dirs.lock().ok().and_then(|mut c| c.get(&ino).cloned()) {
-            return Ok(d);
-        }
-        let (inode, kind) = self.typed_inode(ino)?;
-        if kind != FileType::Dir {
-            return Err(Error::NotADirectory(format!("inode {ino}")));
-        }
-        let dir = Arc::new(
+        self.dirs.get_or_make(ino, || {
+            let (inode, kind) = self.typed_inode(ino)?;
+            if kind != FileType::Dir {
+                return Err(Error::NotADirectory(format!("inode {ino}")));
+            }
             self.parse_dir(&inode)
-                .map_err(|e| e.context(format!("directory inode {ino}")))?,
-        );
-        if let Ok(mut c) = self.dirs.lock() {
-            c.put(ino, dir.clone());
-        }
-        Ok(dir)
+                .map(Arc::new)
+                .map_err(|e| e.context(format!("directory inode {ino}")))
+        })
     }
 
     fn parse_dir(&self, inode: &Inode) -> Result<Dir> {
