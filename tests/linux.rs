@@ -19,7 +19,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use common::*;
 use restorefs_parsers::tree::{RestoreTree, VolumeState};
@@ -58,23 +58,11 @@ impl Vols {
     }
 }
 
-fn restorefs(args: &[&dyn AsRef<OsStr>]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_restorefs"));
-    for a in args {
-        cmd.arg(a);
-    }
-    cmd.output().expect("run restorefs")
-}
+/// Mixed path and string arguments, for [`common::restorefs`].
+type Args<'a> = [&'a dyn AsRef<OsStr>];
 
-fn ok(args: &[&dyn AsRef<OsStr>]) -> Vec<u8> {
-    let out = restorefs(args);
-    assert!(
-        out.status.success(),
-        "restorefs {:?} failed: {}",
-        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+fn ok(args: &Args) -> Vec<u8> {
+    common::ok(args)
 }
 
 /// The path of volume `vol` in the tree (`root`: a bare filesystem).
@@ -460,28 +448,6 @@ fn linux_lvm_xfs_cli() {
 }
 
 // ---------------------------------------------------------------- mount
-
-fn fuse_available() -> bool {
-    let missing: Vec<&str> = [
-        (!Path::new("/dev/fuse").exists()).then_some("/dev/fuse"),
-        Command::new("fusermount3")
-            .arg("-V")
-            .output()
-            .is_err()
-            .then_some("fusermount3"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if in_ci() {
-        panic!("CI is set but {missing:?} missing: cannot test restorefs mount");
-    }
-    eprintln!("\n*** SKIPPED: {missing:?} missing, restorefs mount not tested ***\n");
-    false
-}
 
 /// Lazily unmounts on drop, whatever happened in the test.
 struct Mounted(PathBuf);

@@ -3,6 +3,8 @@
 //! Needs /dev/fuse and fusermount3. Without them the tests print a loud
 //! skip, or fail when `CI` is set so that a broken runner is noticed.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -12,32 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::fuse_available;
 use sha2::{Digest, Sha256};
 
 const BIN: &str = env!("CARGO_BIN_EXE_restorefs");
 const MIB: u64 = 1 << 20;
-
-fn fuse_available() -> bool {
-    let missing: Vec<&str> = [
-        (!Path::new("/dev/fuse").exists()).then_some("/dev/fuse"),
-        Command::new("fusermount3")
-            .arg("-V")
-            .output()
-            .is_err()
-            .then_some("fusermount3"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("CI is set but {missing:?} missing: cannot test restorefs mount");
-    }
-    eprintln!("\n*** SKIPPED: {missing:?} missing, restorefs mount not tested ***\n");
-    false
-}
 
 fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
@@ -78,11 +59,7 @@ fn mounted(dir: &Path) -> bool {
 }
 
 fn restorefs(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut cmd = Command::new(BIN);
-    for a in args {
-        cmd.arg(a);
-    }
-    cmd.output().unwrap()
+    common::restorefs(args)
 }
 
 /// Mounts `image` on `dir` in the background and returns the guard.

@@ -21,22 +21,6 @@ impl Drop for Mounted {
     }
 }
 
-fn fuse_ok() -> bool {
-    let ok = Path::new("/dev/fuse").exists()
-        && Command::new("fusermount3")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            !in_ci(),
-            "/dev/fuse and fusermount3 are needed (apt-get install fuse3)"
-        );
-        eprintln!("SKIPPED: no /dev/fuse or fusermount3");
-    }
-    ok
-}
-
 fn mount(image: &Path, dir: &Path) -> Mounted {
     let out = Command::new(env!("CARGO_BIN_EXE_restorefs"))
         .arg("mount")
@@ -86,7 +70,7 @@ fn check_mounted(dir: &Path, image: &Path, rsync: bool) {
 }
 
 fn check(name: &str) {
-    if !fuse_ok() {
+    if !fuse_available() {
         return;
     }
     let Some(dir) = generated(name) else { return };
@@ -118,7 +102,7 @@ fn gpt_damaged_primary_mounted() {
 
 #[test]
 fn demo_mounted() {
-    if !fuse_ok() {
+    if !fuse_available() {
         return;
     }
     let dir = repo().join("testimages/demo");

@@ -10,32 +10,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use base64::Engine;
 use common::*;
 use serde_json::Value;
-
-fn restorefs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_restorefs"))
-        .args(args)
-        .output()
-        .expect("run restorefs")
-}
-
-fn ok(args: &[&str]) -> Vec<u8> {
-    let out = restorefs(args);
-    assert!(
-        out.status.success(),
-        "restorefs {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 /// The disk as a VMDK (monolithic sparse) and a dynamic VHDX.
 fn images(dir: &Path) -> Vec<PathBuf> {

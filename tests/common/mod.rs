@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::Mutex;
 
 use base64::Engine;
@@ -486,4 +487,53 @@ pub fn assert_copy_matches(what: &str, dest: &Path, manifest: &Path) {
         .map(|(k, v)| (k, pick(&v)))
         .collect();
     assert_matches(what, &got, &want);
+}
+
+/// Runs the restorefs binary with `args`.
+pub fn restorefs<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_restorefs"))
+        .args(args)
+        .output()
+        .expect("run restorefs")
+}
+
+/// [`restorefs`] that must succeed; its stdout.
+pub fn ok<S: AsRef<OsStr>>(args: &[S]) -> Vec<u8> {
+    let out = restorefs(args);
+    assert!(
+        out.status.success(),
+        "restorefs {:?} failed: {}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A path as the `&str` the CLI tests pass.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Whether `restorefs mount` can run here (/dev/fuse, fusermount3); under
+/// CI their absence fails the test instead of skipping it.
+pub fn fuse_available() -> bool {
+    let missing: Vec<&str> = [
+        (!Path::new("/dev/fuse").exists()).then_some("/dev/fuse"),
+        Command::new("fusermount3")
+            .arg("-V")
+            .output()
+            .map_or(true, |o| !o.status.success())
+            .then_some("fusermount3"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if in_ci() {
+        panic!("CI is set but {missing:?} missing: cannot test restorefs mount (apt-get install fuse3)");
+    }
+    eprintln!("\n*** SKIPPED: {missing:?} missing, restorefs mount not tested ***\n");
+    false
 }
