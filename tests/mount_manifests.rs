@@ -54,16 +54,16 @@ fn check_mounted(dir: &Path, image: &Path, rsync: bool) {
         let want = load_manifest(&path);
         assert_matches(&format!("mount of {}:{vol}", image.display()), &got, &want);
         if rsync {
-            // What users do with a mount: rsync it out, keeping hard links
-            // and xattrs.
+            // What users do with a mount: rsync it out, keeping hard links,
+            // POSIX ACLs and xattrs.
             let out = tmp.path().join(format!("rsync-{vol}"));
             let st = Command::new("rsync")
-                .arg("-aHX")
+                .arg("-aHAX")
                 .arg(format!("{}/", top.display()))
                 .arg(&out)
                 .status()
                 .expect("rsync (apt-get install rsync)");
-            assert!(st.success(), "rsync -aHX of {vol}");
+            assert!(st.success(), "rsync -aHAX of {vol}");
             assert_copy_matches(&format!("rsync of {}:{vol}", image.display()), &out, &path);
         }
     }

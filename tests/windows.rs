@@ -68,6 +68,40 @@ fn windows_disk_through_the_cli() {
             "{v}"
         );
 
+        let names: Vec<&str> = vols
+            .iter()
+            .map(|v| v["type_name"].as_str().unwrap_or("?"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "EFI system",
+                "Microsoft reserved",
+                "basic data",
+                "Windows recovery"
+            ]
+        );
+        // The text table: each row's columns start under their heading.
+        let text = String::from_utf8(ok(&["info", i])).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let head = lines
+            .iter()
+            .position(|l| l.starts_with("VOLUME"))
+            .expect("table heading");
+        for (row, ty, fs) in [
+            (1, "EFI system", "vfat"),
+            (2, "Microsoft reserved", "-"),
+            (3, "basic data", "ntfs"),
+        ] {
+            let l = lines[head + row];
+            assert_eq!(l.find(ty), lines[head].find("TYPE"), "{text}");
+            assert_eq!(
+                l[lines[head].find(" FS ").unwrap() + 1..].split(' ').next(),
+                Some(fs),
+                "{text}"
+            );
+        }
+
         let c = load_manifest(&dir.join("manifest/p3.jsonl"));
         // Compressed, sparse and hard-linked files, read one by one.
         for path in [

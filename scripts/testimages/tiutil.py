@@ -87,6 +87,15 @@ def setfattr(path, name, value):
                    if value else ["setfattr", "-h", "-n", name, path], check=True)
 
 
+def posix_acl(*entries):
+    """A system.posix_acl_* value as setfacl passes it to setxattr(2):
+    version 2, then (tag, perm, id) entries; id -1 where the tag has none."""
+    out = (2).to_bytes(4, "little")
+    for tag, perm, ident in entries:
+        out += tag.to_bytes(2, "little") + perm.to_bytes(2, "little") + (ident & 0xFFFFFFFF).to_bytes(4, "little")
+    return out
+
+
 def try_chmod(path, mode):
     try:
         os.chmod(path, mode)

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tiutil import (det_bytes, det_text, fix_times, fragmented_file, mbox,  # noqa: E402
-                    setfattr, try_chmod, write_file)
+                    posix_acl, setfattr, try_chmod, write_file)
 
 
 def build(root, fs, seed, big_size, fill_limit=None):
@@ -142,6 +142,18 @@ def build(root, fs, seed, big_size, fill_limit=None):
         os.chmod(J("perms", "private_dir"), 0o700)
         write_file(J("perms", "owned_1000.txt"), b"owned by 1000:1000\n")
         os.chown(J("perms", "owned_1000.txt"), 1000, 1000)
+        # POSIX ACLs: user/group owner, named users and groups, mask, other
+        # (getfacl: user::rw- user:1000:r-- user:1001:rw- group::r--
+        # group:100:r-x mask::rw- other::---) and a directory's default ACL,
+        # inherited by what is made in it.
+        write_file(J("perms", "acl_file.txt"), b"has an access ACL\n")
+        setfattr(J("perms", "acl_file.txt"), "system.posix_acl_access",
+                 posix_acl((1, 6, -1), (2, 4, 1000), (2, 6, 1001), (4, 4, -1), (8, 5, 100),
+                           (0x10, 6, -1), (0x20, 0, -1)))
+        md("perms", "acl_dir")
+        setfattr(J("perms", "acl_dir"), "system.posix_acl_default",
+                 posix_acl((1, 7, -1), (4, 5, -1), (8, 7, 4242), (0x10, 7, -1), (0x20, 5, -1)))
+        write_file(J("perms", "acl_dir", "inherited.txt"), b"inherits the default ACL\n")
         md("special")
         os.mkfifo(J("special", "fifo"))
 

@@ -2,7 +2,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use restorefs_parsers::tree::{RestoreTree, VolumeState};
-use restorefs_parsers::volume::Scheme;
+use restorefs_parsers::volume::{self, Scheme};
 use serde_json::{json, Value};
 
 use restorefs_parsers::image::{self, ChainLayer};
@@ -111,9 +111,12 @@ fn describe(image: &Path, tree: &RestoreTree) -> Value {
         .map(|v| {
             let mut o = json!({ "name": v.name, "size": v.size() });
             if let Some(p) = &v.partition {
-                o["number"] = json!(p.number);
-                o["offset"] = json!(p.offset);
+                // An LV has neither: its extents may lie anywhere on its PVs.
+                let lv = p.type_id == "lvm2-lv";
+                o["number"] = if lv { Value::Null } else { json!(p.number) };
+                o["offset"] = if lv { Value::Null } else { json!(p.offset) };
                 o["type"] = json!(p.type_id);
+                o["type_name"] = json!(volume::type_name(&p.type_id));
                 if let Some(g) = &p.part_guid {
                     o["partition_guid"] = json!(g);
                 }
@@ -197,12 +200,13 @@ fn print_text(v: &Value) {
         println!("warning:    {}", n.as_str().unwrap_or(""));
     }
     println!();
-    println!(
-        "{:<8} {:>12} {:>10}  {:<38} {:<7} {:<16} {:>10} {:>10}",
-        "VOLUME", "OFFSET", "SIZE", "TYPE", "FS", "LABEL", "USED", "FREE"
-    );
+    let mut rows = vec![[
+        "VOLUME", "OFFSET", "SIZE", "TYPE", "FS", "LABEL", "USED", "FREE",
+    ]
+    .map(String::from)];
+    let mut extra: Vec<Vec<String>> = vec![Vec::new()];
     for vol in v["volumes"].as_array().into_iter().flatten() {
-        let fs = vol["filesystem"].as_str().unwrap_or("-");
+        let text = |x: &Value| x.as_str().unwrap_or("-").to_string();
         let (used, free) = if vol.get("total_bytes").is_some() {
             (
                 human_bytes(num(&vol["used_bytes"])),
@@ -211,24 +215,48 @@ fn print_text(v: &Value) {
         } else {
             ("-".into(), "-".into())
         };
-        println!(
-            "{:<8} {:>12} {:>10}  {:<38} {:<7} {:<16} {:>10} {:>10}",
-            vol["path"]
-                .as_str()
-                .unwrap_or(vol["name"].as_str().unwrap_or("")),
-            vol.get("offset").map_or("-".into(), |o| num(o).to_string()),
+        let path = vol["path"].as_str().or(vol["name"].as_str()).unwrap_or("");
+        rows.push([
+            path.to_string(),
+            vol["offset"].as_u64().map_or("-".into(), |o| o.to_string()),
             human_bytes(num(&vol["size"])),
-            vol["type"].as_str().unwrap_or("-"),
-            fs,
-            vol["label"].as_str().unwrap_or("-"),
+            vol["type_name"]
+                .as_str()
+                .map_or_else(|| text(&vol["type"]), String::from),
+            text(&vol["filesystem"]),
+            text(&vol["label"]),
             used,
-            free
-        );
+            free,
+        ]);
+        let mut lines = Vec::new();
         if let Some(e) = vol["error"].as_str() {
-            println!("         error: {e}");
+            lines.push(format!("error: {e}"));
         }
         for w in vol["warnings"].as_array().into_iter().flatten() {
-            println!("         warning: {}", w.as_str().unwrap_or(""));
+            lines.push(format!("warning: {}", w.as_str().unwrap_or("")));
+        }
+        extra.push(lines);
+    }
+    // Columns as wide as their widest cell; numbers right-aligned.
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for (row, lines) in rows.iter().zip(&extra) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, &w))| {
+                if matches!(c, 1 | 2 | 6 | 7) {
+                    format!("{cell:>w$}")
+                } else {
+                    format!("{cell:<w$}")
+                }
+            })
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+        for l in lines {
+            println!("    {l}");
         }
     }
 }

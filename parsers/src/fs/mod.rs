@@ -5,6 +5,7 @@
 //! exFAT directory entry) so that hard links are one node
 //! and front ends can derive inode numbers from them.
 
+pub mod acl;
 pub mod exfat;
 pub mod ext;
 pub mod fat;

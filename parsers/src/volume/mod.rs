@@ -70,6 +70,35 @@ pub struct Volume {
     pub source: Source,
 }
 
+/// What a partition type id (GPT type GUID, MBR `0x..` id, `lvm2-lv`)
+/// stands for, for the common ones.
+pub fn type_name(type_id: &str) -> Option<&'static str> {
+    Some(match type_id.to_ascii_uppercase().as_str() {
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" | "0XEF" => "EFI system",
+        "E3C9E316-0B5C-4DB8-817D-F92DF00215AE" => "Microsoft reserved",
+        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" => "basic data",
+        "DE94BBA4-06D1-4D40-A16A-BFD50179D6AC" | "0X27" => "Windows recovery",
+        "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3" => "LDM metadata",
+        "AF9B60A0-1431-4F62-BC68-3311714A69AD" => "LDM data",
+        "0FC63DAF-8483-4772-8E79-3D69D8477DE4" | "0X83" => "Linux filesystem",
+        "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" => "Linux root (x86-64)",
+        "933AC7E1-2EB4-4F13-B844-0E14E2AEF915" => "Linux /home",
+        "BC13C2FF-59E6-4262-A352-B275FD6F7172" => "Linux /boot",
+        "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F" | "0X82" => "Linux swap",
+        "E6D6D379-F507-44C2-A23C-238F2A3DF928" | "0X8E" => "Linux LVM",
+        "A19D880F-05FC-4D3B-A006-743F0F84911E" | "0XFD" => "Linux RAID",
+        "21686148-6449-6E6F-744E-656564454649" => "BIOS boot",
+        "0X07" => "NTFS/exFAT",
+        "0X0B" | "0X0C" => "FAT32",
+        "0X04" | "0X06" | "0X0E" => "FAT16",
+        "0X01" => "FAT12",
+        "0X05" | "0X0F" | "0X85" => "extended",
+        "0XEE" => "GPT protective",
+        "LVM2-LV" => "LVM logical volume",
+        _ => return None,
+    })
+}
+
 /// What a disk's partition table holds.
 pub struct Table {
     pub scheme: Scheme,

@@ -1,6 +1,7 @@
 //! Extended attributes: the in-inode area and the external xattr block.
 
 use super::{le16, le32};
+use crate::fs::acl;
 use crate::{Error, Result};
 
 const MAGIC: u32 = 0xEA02_0000;
@@ -108,17 +109,15 @@ fn parse_entries(b: &[u8], start: usize, values: &[u8], offset: u64) -> Result<V
 /// Converts ext4's compact POSIX ACL (version 1, short entries without an
 /// id) to the `posix_acl_xattr` form Linux returns from getxattr.
 fn acl_to_linux(v: &[u8]) -> Option<Vec<u8>> {
-    const ACL_USER: u16 = 0x02;
-    const ACL_GROUP: u16 = 0x08;
     if le32(v, 0) != 1 || v.len() < 4 {
         return None;
     }
-    let mut out = 2u32.to_le_bytes().to_vec();
+    let mut entries = Vec::new();
     let mut pos = 4;
     while pos < v.len() {
         let tag = le16(v.get(pos..)?, 0);
         let perm = le16(v.get(pos..)?, 2);
-        let id = if tag == ACL_USER || tag == ACL_GROUP {
+        let id = if acl::has_id(tag) {
             let id = le32(v.get(pos..pos + 8)?, 4);
             pos += 8;
             id
@@ -127,9 +126,7 @@ fn acl_to_linux(v: &[u8]) -> Option<Vec<u8>> {
             pos += 4;
             u32::MAX
         };
-        out.extend_from_slice(&tag.to_le_bytes());
-        out.extend_from_slice(&perm.to_le_bytes());
-        out.extend_from_slice(&id.to_le_bytes());
+        entries.push((tag, perm, id));
     }
-    Some(out)
+    Some(acl::to_xattr(entries))
 }

@@ -6,8 +6,9 @@
 //! dirty log is reported and not replayed, as `mount -o ro,norecovery`.
 //!
 //! Not read: files on a realtime device (refused), an external log (a
-//! warning), and POSIX ACLs, which show under their raw XFS names
-//! (`trusted.SGI_ACL_FILE`) with XFS-format values.
+//! warning). POSIX ACLs (`trusted.SGI_ACL_FILE`, `SGI_ACL_DEFAULT` on
+//! disk) show as Linux shows them: under those names and as
+//! `system.posix_acl_*` (see [`acl`]).
 
 mod attr;
 mod bmap;
@@ -28,6 +29,7 @@ use self::bmap::Extent;
 use self::inode::{Format, Inode};
 use self::superblock::{Superblock, SB_LEN};
 pub(crate) use crate::bytes::{be16, be32, be64};
+use crate::fs::acl;
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat};
 use crate::memo::Memo;
 use crate::{Error, Result, Source};
@@ -445,6 +447,11 @@ impl XfsFs {
                     }
                 }
             };
+            // Linux lists an ACL twice: as the attribute it is on disk
+            // and as the system.posix_acl_* name it is set and read by.
+            if let Some(name) = acl_name(&a.name) {
+                out.push((name.to_vec(), xfs_acl(&value)?));
+            }
             out.push((a.name, value));
         }
         Ok(out)
@@ -564,4 +571,33 @@ impl FileSystem for XfsFs {
             .map(|(n, v)| (OsString::from_vec(n), v))
             .collect())
     }
+}
+
+/// The name Linux shows an XFS ACL attribute under, if `name` is one.
+fn acl_name(name: &[u8]) -> Option<&'static [u8]> {
+    match name {
+        b"trusted.SGI_ACL_FILE" => Some(acl::ACCESS),
+        b"trusted.SGI_ACL_DEFAULT" => Some(acl::DEFAULT),
+        _ => None,
+    }
+}
+
+/// An XFS ACL (`xfs_acl`: a big-endian count, then 12-byte entries of
+/// tag, id, perm and padding) as a `posix_acl_xattr` value.
+fn xfs_acl(v: &[u8]) -> Result<Vec<u8>> {
+    let bad = |what: &str| Error::corrupt("xfs", 0, format!("POSIX ACL: {what}"));
+    let count = be32(v, 0) as usize;
+    if count > acl::MAX_ENTRIES || v.len() < 4 + count * 12 {
+        return Err(bad("entry count past its value"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for i in 0..count {
+        let e = 4 + i * 12;
+        let tag = u16::try_from(be32(v, e))
+            .ok()
+            .filter(|&t| acl::is_tag(t))
+            .ok_or_else(|| bad("unknown entry tag"))?;
+        entries.push((tag, be16(v, e + 8), be32(v, e + 4)));
+    }
+    Ok(acl::to_xattr(entries))
 }

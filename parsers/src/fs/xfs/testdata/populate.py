@@ -5,6 +5,7 @@ fewer and smaller entries (for the mutation test)."""
 import os
 import random
 import socket
+import struct
 import subprocess
 import sys
 
@@ -98,6 +99,26 @@ os.mknod(p("blk"), 0o60600, os.makedev(259, 70000))
 s = socket.socket(socket.AF_UNIX)
 s.bind(p("sock"))
 s.close()
+
+# POSIX ACLs (stored as trusted.SGI_ACL_FILE / SGI_ACL_DEFAULT), set in
+# the posix_acl_xattr form setfacl uses: version 2, (tag, perm, id) entries.
+def acl(*entries):
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+NOID = 0xFFFFFFFF
+with open(p("acl-file"), "wb") as f:
+    f.write(b"acl")
+os.setxattr(p("acl-file"), "system.posix_acl_access",
+            acl((1, 6, NOID), (2, 4, 1000), (2, 6, 1001), (4, 4, NOID), (8, 5, 100), (0x10, 6, NOID),
+                (0x20, 0, NOID)))
+os.mkdir(p("acl-dir"))
+os.setxattr(p("acl-dir"), "system.posix_acl_default",
+            acl((1, 7, NOID), (4, 5, NOID), (8, 7, 4242), (0x10, 7, NOID), (0x20, 5, NOID)))
+os.setxattr(p("acl-dir"), "system.posix_acl_access",
+            acl((1, 7, NOID), (2, 7, 33), (4, 5, NOID), (0x10, 7, NOID), (0x20, 1, NOID)))
+with open(p("acl-dir", "inherits"), "wb") as f:
+    f.write(b"inherits the default ACL")
 
 # Xattrs: short form, leaf, node, remote values.
 with open(p("xa-short"), "wb") as f:
