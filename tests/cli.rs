@@ -253,3 +253,39 @@ fn ls_reports_unreadable_ntfs_files() {
     assert!(err.contains("0x80000013"), "{err}");
     assert_eq!(ok(&["cat", s(&img), "/plain"]), b"plain\n");
 }
+
+/// Commands that read a volume say first, on stderr, what may make it
+/// differ from its newest state: here a truncated copy of a disk.
+#[test]
+fn reading_commands_repeat_the_volume_warnings() {
+    let Some(dir) = generated("bare-ext4") else {
+        return;
+    };
+    let tmp = scratch_dir();
+    let img = tmp.path().join("truncated.img");
+    std::fs::copy(dir.join("disk.img"), &img).unwrap();
+    let full = std::fs::metadata(&img).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(full - (4 << 20))
+        .unwrap();
+    let want = format!("restorefs: warning: /: image is {} bytes", full - (4 << 20));
+    for args in [
+        vec!["cat", s(&img), "/README.txt"],
+        vec!["ls", s(&img), "/"],
+    ] {
+        let out = restorefs(&args);
+        assert!(out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
+    // The untruncated disk: no warning.
+    let out = restorefs(&["cat", s(&dir.join("disk.img")), "/README.txt"]);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

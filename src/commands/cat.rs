@@ -2,11 +2,12 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{open, CliError, CliResult, OpenSpec};
+use super::{open, warn_volumes, CliError, CliResult, OpenSpec};
 
 /// `restorefs cat IMAGE PATH`.
 pub fn run(image: &Path, path: &str, spec: &OpenSpec) -> CliResult {
     let tree = open(image, spec)?;
+    warn_volumes(&tree, Some(path));
     // `file:stream` names an NTFS alternate data stream.
     let (node, stream) = tree
         .resolve_stream(path)

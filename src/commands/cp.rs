@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 use restorefs_parsers::tree::{copy_out, copy_stream_out, safe_name, CopyOptions, CopyReport};
 
-use super::{open, CliError, CliResult, OpenSpec};
+use super::{open, warn_volumes, CliError, CliResult, OpenSpec};
 
 /// `restorefs cp IMAGE PATH... DEST [-r] [--force]`.
 ///
@@ -18,6 +18,9 @@ pub fn run(
     spec: &OpenSpec,
 ) -> CliResult {
     let tree = open(image, spec)?;
+    for s in sources {
+        warn_volumes(&tree, Some(s));
+    }
     let dest_is_dir = dest.is_dir();
     if sources.len() > 1 && !dest_is_dir {
         return Err(CliError(format!(

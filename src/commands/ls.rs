@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use restorefs_parsers::fs::FileType;
 use restorefs_parsers::tree::{Node, RestoreTree};
 
-use super::{open, CliError, CliResult, OpenSpec};
+use super::{open, warn_volumes, CliError, CliResult, OpenSpec};
 use crate::format::{mode_string, stat_json, time_string};
 
 /// `restorefs ls IMAGE [PATH] [-l] [-R] [--json]`.
@@ -18,6 +18,7 @@ pub fn run(
     spec: &OpenSpec,
 ) -> CliResult {
     let tree = open(image, spec)?;
+    warn_volumes(&tree, Some(path));
     let node = tree.resolve(path).map_err(|e| CliError::at(image, e))?;
     let st = tree.stat(node).map_err(|e| CliError::at(image, e))?;
     let stdout = io::stdout();

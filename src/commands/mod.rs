@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::Path;
 
 use restorefs_parsers::image::{ChainLayer, OpenOptions};
-use restorefs_parsers::tree::RestoreTree;
+use restorefs_parsers::tree::{RestoreTree, VolumeState};
 
 /// An error for the user: one line naming the image.
 pub struct CliError(pub String);
@@ -50,6 +50,37 @@ pub fn open(image: &Path, spec: &OpenSpec) -> Result<RestoreTree, CliError> {
     .map_err(|e| CliError::at(image, e))?;
     warn_failed_links(&tree.image.chain);
     Ok(tree)
+}
+
+/// Tells the user, on stderr, what may make the volumes read differ from
+/// their newest state (a log not replayed, a hibernated Windows, ...): of
+/// every volume, or with `path`, of the volume holding it.
+pub fn warn_volumes(tree: &RestoreTree, path: Option<&str>) {
+    let parts: Vec<&str> = path
+        .map(|p| p.split('/').filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    for (i, v) in tree.volumes.iter().enumerate() {
+        let VolumeState::Fs(_, fs) = &v.state else {
+            continue;
+        };
+        let mut prefix: Vec<&str> = Vec::new();
+        if let Some(p) = tree
+            .points
+            .iter()
+            .find(|p| (p.first..p.first + p.count).contains(&i))
+        {
+            prefix.push(&p.name);
+        }
+        if !tree.bare {
+            prefix.push(&v.name);
+        }
+        if path.is_some() && !parts.starts_with(&prefix) {
+            continue;
+        }
+        for w in fs.warnings() {
+            eprintln!("restorefs: warning: /{}: {w}", prefix.join("/"));
+        }
+    }
 }
 
 /// Tells the user which links `--ignore-link-check` let through.

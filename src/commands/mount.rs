@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use restorefs_mount::MountOptions;
 
-use super::{open, CliError, CliResult, OpenSpec};
+use super::{open, warn_volumes, CliError, CliResult, OpenSpec};
 
 /// `restorefs mount IMAGE DIR [-f] [-o OPT...]`.
 ///
@@ -29,6 +29,7 @@ pub fn run(
     }
     let dir = check_mountpoint(dir)?;
     let tree = open(image, spec)?;
+    warn_volumes(&tree, None);
 
     if foreground {
         let mounted = restorefs_mount::mount(tree, &dir, &options)

@@ -26,6 +26,14 @@ pub trait FileSystem: Send + Sync {
     /// Name, size, label and free space.
     fn info(&self) -> FsInfo;
 
+    /// What may make the volume as read differ from its newest state or
+    /// from the truth (a log not replayed, a truncated source, ...): the
+    /// warnings of [`FileSystem::info`], without its free-space scan, for
+    /// commands that show them before reading.
+    fn warnings(&self) -> Vec<String> {
+        self.info().warnings
+    }
+
     /// The root directory's node.
     fn root(&self) -> NodeId;
 

@@ -35,6 +35,7 @@ mod mft;
 mod names;
 mod record;
 mod reparse;
+mod shutdown;
 mod times;
 mod wof;
 mod xpress;
@@ -45,13 +46,13 @@ mod tests;
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, OnceLock};
 
-use ntfs::structured_values::NtfsFileAttributeFlags;
+use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsVolumeFlags};
 use ntfs::{Ntfs, NtfsAttributeType, NtfsError, NtfsFile, NtfsFileFlags};
 
 use self::data::{NamedValue, Stream, Value};
 use self::index::Walk;
 use self::mft::{MftCursor, SplitRecords};
-use self::names::{RawEntry, ROOT_RECORD};
+use self::names::{RawEntry, LOGFILE_RECORD, ROOT_RECORD};
 use self::reparse::{Interix, Target};
 use crate::fs::{DirEntry, FileSystem, FileType, FsInfo, NodeId, Stat};
 use crate::memo::Memo;
@@ -637,6 +638,53 @@ impl NtfsFs {
         }
     }
 
+    /// What says the volume on disk may lack the newest changes: the
+    /// dirty flag, an unclean $LogFile, a hibernated Windows (see
+    /// [`shutdown`]).
+    fn shutdown_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = self.cursor();
+        match self.ntfs.volume_info(&mut cur) {
+            Ok(v) if v.flags().contains(NtfsVolumeFlags::IS_DIRTY) => out.push(
+                "volume marked dirty: Windows did not shut it down cleanly (or chkdsk is due)"
+                    .to_string(),
+            ),
+            Ok(_) => {}
+            Err(e) => out.push(format!("$Volume flags unreadable: {e}")),
+        }
+        let mut head = vec![0u8; 8192];
+        match self.read(LOGFILE_RECORD, 0, &mut head) {
+            Ok(n) => match shutdown::log_state(&head[..n]) {
+                shutdown::LogState::Clean => {}
+                shutdown::LogState::Unclean => out.push(
+                    "$LogFile holds changes not known to be in place (the copy was taken while \
+                     Windows was running, or after a crash): they are not replayed, so the \
+                     newest changes may be missing"
+                        .to_string(),
+                ),
+                shutdown::LogState::Unknown(why) => {
+                    out.push(format!("$LogFile state unknown ({why})"))
+                }
+            },
+            Err(e) => out.push(format!("$LogFile unreadable: {e}")),
+        }
+        let hiberfil = self
+            .lookup(ROOT_RECORD, OsStr::new("hiberfil.sys"))
+            .ok()
+            .flatten();
+        if let Some(h) = hiberfil {
+            let mut magic = [0u8; 4];
+            if matches!(self.read(h, 0, &mut magic), Ok(4)) && shutdown::hibernated(&magic) {
+                out.push(
+                    "Windows is hibernated (hiberfil.sys; Fast Startup does this too): its \
+                     newest state is in hiberfil.sys, not on this volume"
+                        .to_string(),
+                );
+            }
+        }
+        out
+    }
+
     fn compute_info(&self) -> FsInfo {
         let mut cur = self.cursor();
         let mut warnings = self.warnings.clone();
@@ -648,6 +696,7 @@ impl NtfsFs {
             }
             None => None,
         };
+        warnings.extend(self.shutdown_warnings());
         let cluster = u64::from(self.ntfs.cluster_size());
         let total_bytes = self.ntfs.size();
         // Bitmaps are read only as far as the source could hold clusters
@@ -691,6 +740,17 @@ impl NtfsFs {
 impl FileSystem for NtfsFs {
     fn info(&self) -> FsInfo {
         self.info.get_or_init(|| self.compute_info()).clone()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        match self.info.get() {
+            Some(i) => i.warnings.clone(),
+            None => {
+                let mut w = self.warnings.clone();
+                w.extend(self.shutdown_warnings());
+                w
+            }
+        }
     }
 
     fn root(&self) -> NodeId {

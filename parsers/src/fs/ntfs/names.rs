@@ -11,6 +11,8 @@ pub(crate) const FIRST_USER_RECORD: u64 = 16;
 pub(crate) const EXTEND_RECORD: u64 = 11;
 /// The root directory.
 pub(crate) const ROOT_RECORD: u64 = 5;
+/// Record number of $LogFile.
+pub(crate) const LOGFILE_RECORD: u64 = 2;
 
 /// One index entry, as read from the directory's B+ tree.
 #[derive(Debug, Clone)]

@@ -911,6 +911,20 @@ fn windows_image_matches_ntfs3g() {
     let len = disk.size() - start;
     let fs = open(Arc::new(Window::new(disk, start, len)) as Source).unwrap();
 
+    // Its $LogFile is a restart page Windows wrote, clean (unmounted
+    // cleanly); with the restart area's clean flag and client list
+    // cleared, it reads as unclean.
+    let mut head = vec![0u8; 8192];
+    let n = fs.read(super::LOGFILE_RECORD, 0, &mut head).unwrap();
+    assert_eq!(&head[..4], b"RSTR");
+    assert_eq!(shutdown::log_state(&head[..n]), shutdown::LogState::Clean);
+    assert!(fs.info().warnings.is_empty(), "{:?}", fs.info().warnings);
+    for page in [0usize, 4096] {
+        let area = page + usize::from(u16::from_le_bytes([head[page + 0x18], head[page + 0x19]]));
+        head[area + 0x0C..area + 0x10].copy_from_slice(&[0; 4]);
+    }
+    assert_eq!(shutdown::log_state(&head[..n]), shutdown::LogState::Unclean);
+
     // Some files are compressed (the volume has compression on).
     let mut compressed = Vec::new();
     let mut todo = vec![(fs.root(), String::new())];
@@ -1427,4 +1441,115 @@ fn damaged_compressed_data_never_panics() {
         }
     }
     assert!(start.elapsed().as_secs() < 300);
+}
+
+/// Sets VOLUME_IS_DIRTY in $Volume's $VOLUME_INFORMATION, found from the
+/// boot sector (record 3 lies in the $MFT's first run on a fresh volume),
+/// in the $MFT and in its mirror $MFTMirr (records 0-3), which must agree.
+fn set_dirty_flag(img: &Path) {
+    sh(&format!(
+        r#"python3 - '{}' <<'EOF'
+import struct, sys
+f = open(sys.argv[1], "r+b")
+boot = f.read(512)
+bps, spc = struct.unpack_from("<HB", boot, 0x0B)
+cluster = bps * spc
+cpr = struct.unpack_from("<b", boot, 0x40)[0]
+rec = 1 << -cpr if cpr < 0 else cpr * cluster
+for at in (0x30, 0x38):
+    pos = struct.unpack_from("<Q", boot, at)[0] * cluster + 3 * rec
+    f.seek(pos)
+    r = bytearray(f.read(rec))
+    off = struct.unpack_from("<H", r, 0x14)[0]
+    while True:
+        ty, ln = struct.unpack_from("<II", r, off)
+        assert ty != 0xFFFFFFFF, "no $VOLUME_INFORMATION"
+        if ty == 0x70:
+            val = off + struct.unpack_from("<H", r, off + 0x14)[0]
+            flags = struct.unpack_from("<H", r, val + 10)[0]
+            struct.pack_into("<H", r, val + 10, flags | 1)
+            break
+        off += ln
+    f.seek(pos)
+    f.write(r)
+EOF"#,
+        img.display()
+    ));
+}
+
+/// Runs ntfs-3g with `args`, again while it cannot open the image because
+/// the ntfs-3g of a mount just unmounted has not exited yet.
+fn ntfs3g(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    for _ in 0..100 {
+        let out = Command::new("ntfs-3g").args(args).output().unwrap();
+        if !String::from_utf8_lossy(&out.stderr).contains("Failed to open") {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("ntfs-3g {args:?}: image still busy");
+}
+
+/// A volume Windows did not shut down cleanly, or left hibernated, reads
+/// as it is on disk with a warning saying the newest changes may be
+/// missing; the references: `ntfsinfo -m` for the dirty flag, ntfs-3g's
+/// refusal to mount a hibernated Windows. (A $LogFile as Windows writes
+/// it is checked in `windows_image_matches_ntfs3g`.)
+#[test]
+fn unclean_shutdown_is_reported() {
+    if !have_tools() {
+        return;
+    }
+    let s = Scratch::new("shutdown");
+    make_image(
+        &s,
+        "echo data > file.txt\nhead -c 8192 /dev/zero > hiberfil.sys\n",
+        "",
+    );
+    s.unmount();
+    let img = s.image();
+    let warnings = || {
+        let fs = open(Arc::new(FileSource::open(&img).unwrap()) as Source).unwrap();
+        fs.info().warnings
+    };
+    assert_eq!(warnings(), Vec::<String>::new());
+
+    set_dirty_flag(&img);
+    // ntfsinfo refuses a dirty volume ("scheduled for check") unless
+    // forced, then shows the flag.
+    let out = Command::new("ntfsinfo")
+        .args(["-f", "-m"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Volume Flags: 0x0001"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = warnings();
+    assert!(w.len() == 1 && w[0].contains("marked dirty"), "{w:?}");
+
+    // Hibernated: hiberfil.sys starting with "hibr" (written through
+    // ntfs-3g, which then refuses to mount it read-write).
+    let (i, m) = (img.as_os_str(), s.mnt.as_os_str());
+    let rw = ntfs3g(&[OsStr::new("-o"), OsStr::new("force"), i, m]);
+    assert!(
+        rw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rw.stderr)
+    );
+    sh(&format!(
+        "printf hibr | dd of='{}/hiberfil.sys' conv=notrunc status=none",
+        s.mnt.display()
+    ));
+    s.unmount();
+    // (ntfs-3g refuses it read-write, and falls back to read-only.)
+    let again = ntfs3g(&[OsStr::new("-o"), OsStr::new("force"), i, m]);
+    s.unmount();
+    let why = String::from_utf8_lossy(&again.stderr);
+    assert!(why.contains("Windows is hibernated"), "{why}");
+    let w = warnings();
+    assert!(w.iter().any(|w| w.contains("hibernated")), "{w:?}");
 }
