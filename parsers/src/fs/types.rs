@@ -72,6 +72,36 @@ pub struct Stat {
     pub crtime: Option<Timespec>,
 }
 
+impl Stat {
+    /// A node of a filesystem without owners, link counts or permissions
+    /// (FAT, exFAT): root-owned, one link, `0755` for directories, files
+    /// `0444` when read-only else `0644`; `allocated` rounds `size` up to
+    /// whole clusters of `cluster` bytes. The root directory of those has
+    /// no times.
+    pub fn dos(node: NodeId, dir: bool, read_only: bool, size: u64, cluster: u64) -> Stat {
+        let (kind, mode) = match (dir, read_only) {
+            (true, _) => (FileType::Dir, 0o755),
+            (false, true) => (FileType::File, 0o444),
+            (false, false) => (FileType::File, 0o644),
+        };
+        Stat {
+            node,
+            kind,
+            size,
+            mode,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            rdev: 0,
+            allocated: size.div_ceil(cluster.max(1)).saturating_mul(cluster.max(1)),
+            atime: Timespec::default(),
+            mtime: Timespec::default(),
+            ctime: Timespec::default(),
+            crtime: None,
+        }
+    }
+}
+
 /// One name in a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {

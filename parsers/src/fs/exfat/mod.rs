@@ -488,45 +488,22 @@ impl FileSystem for ExfatFs {
         let cs = self.cs();
         if node == ROOT {
             let size = self.root_chain().map(|c| c.clusters * cs).unwrap_or(0);
-            return Ok(Stat {
-                node,
-                kind: FileType::Dir,
-                size,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                nlink: 1,
-                rdev: 0,
-                allocated: size,
-                atime: Timespec::default(),
-                mtime: Timespec::default(),
-                ctime: Timespec::default(),
-                crtime: None,
-            });
+            return Ok(Stat::dos(node, true, false, size, cs));
         }
         let s = self.set_at(node)?;
-        let (kind, mode) = if s.is_dir() {
-            (FileType::Dir, 0o755)
-        } else if s.attrs & ATTR_READ_ONLY != 0 {
-            (FileType::File, 0o444)
-        } else {
-            (FileType::File, 0o644)
-        };
         let mtime = exfat_time(s.modified, true);
         Ok(Stat {
-            node,
-            kind,
-            size: s.data_len,
-            mode,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            rdev: 0,
-            allocated: s.data_len.div_ceil(cs).saturating_mul(cs),
             atime: exfat_time(s.accessed, false),
             mtime,
             ctime: mtime,
             crtime: Some(exfat_time(s.created, true)),
+            ..Stat::dos(
+                node,
+                s.is_dir(),
+                s.attrs & ATTR_READ_ONLY != 0,
+                s.data_len,
+                cs,
+            )
         })
     }
 

@@ -400,48 +400,23 @@ impl FileSystem for FatFs {
                 FatType::Fat32 => self.dir_clusters(self.bpb.root_cluster) * cs,
                 _ => u64::from(self.bpb.root_entries) * ENTRY as u64,
             };
+            // FAT12/16 keep the root in a fixed region, not in clusters.
             return Ok(Stat {
-                node,
-                kind: FileType::Dir,
-                size,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                nlink: 1,
-                rdev: 0,
                 allocated: size,
-                atime: Timespec::default(),
-                mtime: Timespec::default(),
-                ctime: Timespec::default(),
-                crtime: None,
+                ..Stat::dos(node, true, false, size, cs)
             });
         }
         let e = self.entry(node)?;
-        let (kind, size, mode) = if e.is_dir() {
-            (
-                FileType::Dir,
-                self.dir_clusters(e.first_cluster) * cs,
-                0o755,
-            )
-        } else if e.attr & attr::READ_ONLY != 0 {
-            (FileType::File, u64::from(e.size), 0o444)
+        let size = if e.is_dir() {
+            self.dir_clusters(e.first_cluster) * cs
         } else {
-            (FileType::File, u64::from(e.size), 0o644)
+            u64::from(e.size)
         };
         let mtime = Timespec {
             secs: dos_time(e.wrt_date, e.wrt_time),
             nanos: 0,
         };
         Ok(Stat {
-            node,
-            kind,
-            size,
-            mode,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            rdev: 0,
-            allocated: size.div_ceil(cs) * cs,
             atime: Timespec {
                 secs: dos_time(e.acc_date, 0),
                 nanos: 0,
@@ -449,6 +424,7 @@ impl FileSystem for FatFs {
             mtime,
             ctime: mtime,
             crtime: Some(with_centis(dos_time(e.crt_date, e.crt_time), e.crt_tenth)),
+            ..Stat::dos(node, e.is_dir(), e.attr & attr::READ_ONLY != 0, size, cs)
         })
     }
 
