@@ -31,6 +31,8 @@ pub mod fs;
 pub mod image;
 pub mod memo;
 pub mod readat;
+#[cfg(test)]
+mod testutil;
 pub mod tree;
 pub mod volume;
 

@@ -6,37 +6,15 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::ExtFs;
 use crate::fs::{FileSystem, FileType, NodeId};
 use crate::readat::{Ext4Reader, FileSource, MemSource};
+use crate::testutil::{run, TempDir, XorShift};
 use crate::Source;
 
 const REAL: &str = "/work/shared/realimages";
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "restorefs-ext-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Whether `tool` can run; a missing tool fails the test under CI.
 fn have(tool: &str) -> bool {
@@ -52,16 +30,6 @@ fn have(tool: &str) -> bool {
         eprintln!("skipping: {tool} not installed");
     }
     ok
-}
-
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn open_file(p: &Path) -> (Source, ExtFs) {
@@ -267,7 +235,7 @@ fn real_data_ext4() {
 
 #[test]
 fn real_ext3_htree() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ext");
     let Some(img) = unzst("test_disk_ext3.bin.zst", &dir) else {
         return;
     };
@@ -286,7 +254,7 @@ fn real_ext3_htree() {
 
 #[test]
 fn real_journal_replay() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ext");
     let Some(img) = unzst("test_disk_4k_block_journal.bin.zst", &dir) else {
         return;
     };
@@ -539,7 +507,7 @@ fn generated_images() {
             return;
         }
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("ext");
     let cases: &[(&str, &str, &[&str], &str, u32)] = &[
         ("ext2-1k", "mkfs.ext2", &["-b", "1024"], "ext2", 1024),
         (
@@ -584,18 +552,6 @@ fn generated_images() {
     }
 }
 
-/// Deterministic xorshift64 for the mutation test.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// Walks and reads everything it can, ignoring errors, with bounds so a
 /// corrupt image cannot make the walk itself endless.
 fn walk_tolerant(fs: &ExtFs) {
@@ -633,7 +589,7 @@ fn walk_tolerant(fs: &ExtFs) {
 
 #[test]
 fn mutations_do_not_panic() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("ext");
     let mut images = vec![std::fs::read(Path::new(REAL).join("data.ext4.dat")).unwrap()];
     if let Some(p) = unzst("test_disk_ext3.bin.zst", &tmp) {
         images.push(std::fs::read(p).unwrap());
