@@ -128,22 +128,37 @@ pub(crate) fn detail<'a>(img: &'a Image, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no detail {key}"))
 }
 
+/// A pattern disk of `len` bytes (from `seed`) that qemu-img converted to
+/// its format `fmt` with `opts`, opened by us as `ours` and read whole,
+/// byte for byte as qemu reads it back; the image and qemu's bytes.
+pub(crate) fn qemu_converted(
+    dir: &Path,
+    len: usize,
+    seed: u64,
+    fmt: &str,
+    opts: &str,
+    ours: &str,
+) -> (Image, Vec<u8>) {
+    let raw = write(dir, "in.raw", &pattern(len, seed));
+    let out = dir.join(format!("t.{ours}"));
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", fmt, "-o", opts])
+        .arg(&raw)
+        .arg(&out));
+    let want = qemu_raw(dir, &out, fmt);
+    let img = image::open(&out).unwrap();
+    assert_eq!(img.format, ours);
+    assert_eq!(img.disk.size(), want.len() as u64);
+    assert!(read_all(&*img.disk) == want);
+    (img, want)
+}
+
 fn qemu_case(opts: &str, seed: u64) {
     if !have("qemu-img", "--version") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let raw = write(dir.path(), "in.raw", &pattern((37 << 20) + 512 * 3, seed));
-    let vhd = dir.path().join("t.vhd");
-    run(Command::new("qemu-img")
-        .args(["convert", "-f", "raw", "-O", "vpc", "-o", opts])
-        .arg(&raw)
-        .arg(&vhd));
-    let want = qemu_raw(dir.path(), &vhd, "vpc");
-    let img = image::open(&vhd).unwrap();
-    assert_eq!(img.format, "vhd");
-    assert_eq!(img.disk.size(), want.len() as u64);
-    assert!(read_all(&*img.disk) == want);
+    let (img, want) = qemu_converted(dir.path(), (37 << 20) + 512 * 3, seed, "vpc", opts, "vhd");
     let block = if opts.contains("fixed") {
         assert_eq!(detail(&img, "subformat"), "fixed");
         2 << 20

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::image::vhd::tests::{
-    detail, have, pattern, qemu_raw, random_reads, read_all, run, write,
+    detail, have, pattern, qemu_converted, random_reads, read_all, run, write,
 };
 use crate::image::{self};
 use crate::ReadAt;
@@ -14,17 +14,7 @@ fn qemu_case(opts: &str, seed: u64) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let raw = write(dir.path(), "in.raw", &pattern((70 << 20) + 512 * 5, seed));
-    let vhdx = dir.path().join("t.vhdx");
-    run(Command::new("qemu-img")
-        .args(["convert", "-f", "raw", "-O", "vhdx", "-o", opts])
-        .arg(&raw)
-        .arg(&vhdx));
-    let want = qemu_raw(dir.path(), &vhdx, "vhdx");
-    let img = image::open(&vhdx).unwrap();
-    assert_eq!(img.format, "vhdx");
-    assert_eq!(img.disk.size(), want.len() as u64);
-    assert!(read_all(&*img.disk) == want);
+    let (img, want) = qemu_converted(dir.path(), (70 << 20) + 512 * 5, seed, "vhdx", opts, "vhdx");
     let block: u64 = detail(&img, "block_size").parse().unwrap();
     if let Some(b) = opts.split(',').find_map(|o| o.strip_prefix("block_size=")) {
         let mib: u64 = b.trim_end_matches('M').parse().unwrap();
