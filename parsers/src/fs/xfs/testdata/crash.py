@@ -6,7 +6,10 @@ directory growing from short form to leaf, a file whose extent list
 becomes a btree, symlinks and hard links. `phase` 1 runs before a sync,
 2 after it, so some changes may be written home and some only logged.
 
-usage: crash.py MOUNTPOINT PHASE
+`churn` logs many small transactions (create, write, fsync, unlink)
+to wrap a small log.
+
+usage: crash.py MOUNTPOINT 1|2|churn
 """
 import os
 import sys
@@ -22,7 +25,22 @@ def data(n, seed):
     return bytes((i * 7 + seed + i // 251) % 256 for i in range(n))
 
 
-if phase == "1":
+if phase == "churn":
+    d = p("churn")
+    os.makedirs(d, exist_ok=True)
+    for i in range(1500):
+        name = os.path.join(d, f"c{i % 200:03d}-{'q' * (i % 50)}")
+        fd = os.open(name, os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, data(i % 3000, i))
+        os.fsync(fd)
+        os.close(fd)
+        if i % 3 == 0:
+            j = (i * 7) % 200
+            try:
+                os.unlink(os.path.join(d, f"c{j:03d}-{'q' * (j % 50)}"))
+            except FileNotFoundError:
+                pass
+elif phase == "1":
     os.mkdir(p("after"))
     with open(p("after", "new"), "wb") as f:
         f.write(data(5000, 1))
