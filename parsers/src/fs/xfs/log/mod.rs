@@ -9,7 +9,7 @@
 //! committed transactions, [`replay`] applies them to an [`Overlay`].
 
 mod overlay;
-mod records;
+pub(super) mod records;
 mod replay;
 mod trans;
 

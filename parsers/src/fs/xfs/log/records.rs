@@ -504,6 +504,21 @@ impl LogDev<'_> {
         Ok(())
     }
 
+    /// Blocks of the record headers from `tail` to `head` (for tests).
+    #[cfg(test)]
+    pub fn headers(&self, head: u64, tail: u64) -> Result<Vec<u64>> {
+        let total = (head + self.len - tail) % self.len;
+        let mut out = Vec::new();
+        let mut done = 0;
+        while done < total {
+            let blk = (tail + done) % self.len;
+            let h = self.header(blk)?;
+            out.push(blk);
+            done += h.hblks + h.bblks();
+        }
+        Ok(out)
+    }
+
     /// `xlog_valid_rec_header`: the record's length.
     fn valid_header(&self, raw: &[u8], blk: u64, h_size: u32) -> Result<u32> {
         if be32(raw, 0) != MAGIC {
