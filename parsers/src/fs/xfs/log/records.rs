@@ -86,10 +86,15 @@ impl Header {
 }
 
 impl LogDev<'_> {
+    /// A corruption at log block `blk` (the error carries its byte offset).
+    fn corrupt(&self, blk: u64, what: impl Into<String>) -> Error {
+        corrupt(self.start.saturating_add(blk.saturating_mul(BB)), what)
+    }
+
     fn block(&self, n: u64) -> Result<[u8; BB as usize]> {
         let mut b = [0u8; BB as usize];
         if n >= self.len {
-            return Err(corrupt(n, "block past the end of the log"));
+            return Err(self.corrupt(n, "block past the end of the log"));
         }
         (self.read)(self.start + n * BB, &mut b)?;
         Ok(b)
@@ -98,7 +103,7 @@ impl LogDev<'_> {
     /// `n` blocks from `first`, wrapping at the end of the log.
     fn blocks(&self, first: u64, n: u64) -> Result<Vec<u8>> {
         if n > self.len {
-            return Err(corrupt(first, "read longer than the log"));
+            return Err(self.corrupt(first, "read longer than the log"));
         }
         let mut v = vec![0u8; (n * BB) as usize];
         let mut done = 0;
@@ -107,7 +112,7 @@ impl LogDev<'_> {
             let run = (self.len - at).min(n - done);
             let dst = v
                 .get_mut((done * BB) as usize..((done + run) * BB) as usize)
-                .ok_or_else(|| corrupt(at, "read range"))?;
+                .ok_or_else(|| self.corrupt(at, "read range"))?;
             (self.read)(self.start + at * BB, dst)?;
             done += run;
         }
@@ -184,7 +189,7 @@ impl LogDev<'_> {
             }
             i -= 1;
             if i < start {
-                return Err(corrupt(i, "no record header before the head"));
+                return Err(self.corrupt(i, "no record header before the head"));
             }
             if self.is_header(i)? {
                 break Some(i);
@@ -192,7 +197,7 @@ impl LogDev<'_> {
         };
         let Some(i) = found else {
             if start > 0 {
-                return Err(corrupt(0, "no record header before the head"));
+                return Err(self.corrupt(0, "no record header before the head"));
             }
             return Ok(false);
         };
@@ -211,7 +216,7 @@ impl LogDev<'_> {
         if uuid == self.uuid.as_slice() || (allow_null && uuid.iter().all(|&x| x == 0)) {
             Ok(())
         } else {
-            Err(corrupt(at, "record of another filesystem (uuid)"))
+            Err(self.corrupt(at, "record of another filesystem (uuid)"))
         }
     }
 
@@ -235,7 +240,7 @@ impl LogDev<'_> {
         if last == 0 {
             // Partly written first pass: the head is where zeros start.
             if first != 1 {
-                return Err(corrupt(0, "inconsistent log (last cycle 0, first not 1)"));
+                return Err(self.corrupt(0, "inconsistent log (last cycle 0, first not 1)"));
             }
             let mut head = self.cycle_start(0, n - 1, 0)?;
             let scan = self.scan_len(true).min(head);
@@ -243,7 +248,7 @@ impl LogDev<'_> {
                 head = b;
             }
             if !self.verify_record(head - scan, &mut head, 0)? {
-                return Err(corrupt(0, "no record header before the head"));
+                return Err(self.corrupt(0, "no record header before the head"));
             }
             return Ok(head);
         }
@@ -268,13 +273,13 @@ impl LogDev<'_> {
         let scan = self.scan_len(false);
         if head >= scan {
             if !self.verify_record(head - scan, &mut head, 0)? {
-                return Err(corrupt(head, "no record header before the head"));
+                return Err(self.corrupt(head, "no record header before the head"));
             }
         } else if !self.verify_record(0, &mut head, 0)? {
             let from = n.saturating_sub(scan - head);
             let mut new = n;
             if !self.verify_record(from, &mut new, head)? {
-                return Err(corrupt(from, "no record header before the head"));
+                return Err(self.corrupt(from, "no record header before the head"));
             }
             if new != n {
                 head = new;
@@ -359,7 +364,7 @@ impl LogDev<'_> {
     /// Where to replay, or `None` when there is nothing to replay.
     pub fn span(&self) -> Result<Option<Span>> {
         if self.len < 2 || self.len > u64::from(u32::MAX) {
-            return Err(corrupt(0, "bad log size"));
+            return Err(self.corrupt(0, "bad log size"));
         }
         let mut head = self.find_head()?;
         if head == 0 && self.cycle(0)? == 0 {
@@ -367,7 +372,7 @@ impl LogDev<'_> {
         }
         let rblk = self
             .rseek(head, head, 1)?
-            .ok_or_else(|| corrupt(head, "no record header in the log"))?;
+            .ok_or_else(|| self.corrupt(head, "no record header in the log"))?;
         let mut h = self.header(rblk)?;
         let mut tail = h.tail_blk();
         if self.unmount_at(head, &h)? {
@@ -383,7 +388,7 @@ impl LogDev<'_> {
             }
             let r = self
                 .rseek(bad, tail, 1)?
-                .ok_or_else(|| corrupt(bad, "no good record before a torn one"))?;
+                .ok_or_else(|| self.corrupt(bad, "no good record before a torn one"))?;
             h = self.header(r)?;
             head = bad;
             tail = h.tail_blk();
@@ -412,7 +417,7 @@ impl LogDev<'_> {
     fn verify_tail(&self, head: u64, tail: u64, hsize: u32) -> Result<u64> {
         let mut tail = self
             .seek(head, tail, 1)?
-            .ok_or_else(|| corrupt(tail, "no record header at the tail"))?;
+            .ok_or_else(|| self.corrupt(tail, "no record header at the tail"))?;
         for _ in 0..=MAX_ICLOGS * 64 {
             match self.pass(head, tail, &mut |_| Ok(()), true) {
                 Ok(()) => return Ok(tail),
@@ -429,7 +434,7 @@ impl LogDev<'_> {
                 }
             }
         }
-        Err(corrupt(tail, "tail verification does not end"))
+        Err(self.corrupt(tail, "tail verification does not end"))
     }
 
     /// The records from `tail` to `head`, each given to `f`; only CRCs
@@ -473,11 +478,11 @@ impl LogDev<'_> {
                     crc == stored || record_crc(&raw, &data, len, REC_SIZE_OTHER) == stored;
                 if crc_only {
                     if stored != 0 && !crc_ok {
-                        return Err(corrupt(blk, "record CRC mismatch"));
+                        return Err(self.corrupt(blk, "record CRC mismatch"));
                     }
                 } else {
                     if !crc_ok && self.v5 {
-                        return Err(corrupt(blk, "record CRC mismatch"));
+                        return Err(self.corrupt(blk, "record CRC mismatch"));
                     }
                     if be32(&raw, H_FMT) != FMT_LINUX_LE {
                         return Err(Error::unsupported(
@@ -522,15 +527,15 @@ impl LogDev<'_> {
     /// `xlog_valid_rec_header`: the record's length.
     fn valid_header(&self, raw: &[u8], blk: u64, h_size: u32) -> Result<u32> {
         if be32(raw, 0) != MAGIC {
-            return Err(corrupt(blk, "no record header where one must be"));
+            return Err(self.corrupt(blk, "no record header where one must be"));
         }
         let version = be32(raw, 8);
         if version == 0 || version & !3 != 0 {
-            return Err(corrupt(blk, format!("unknown record version {version}")));
+            return Err(self.corrupt(blk, format!("unknown record version {version}")));
         }
         let len = be32(raw, 12);
         if len == 0 || len > h_size || len > MAX_RECORD {
-            return Err(corrupt(blk, format!("bad record length {len}")));
+            return Err(self.corrupt(blk, format!("bad record length {len}")));
         }
         Ok(len)
     }

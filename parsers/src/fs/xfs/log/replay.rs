@@ -352,8 +352,9 @@ impl Replayer<'_> {
 
     /// `len` basic blocks from `daddr`, as replayed so far.
     fn read_buf(&self, daddr: u64, len: u64) -> Result<Vec<u8>> {
-        let end = daddr.checked_add(len).unwrap_or(u64::MAX);
-        if len == 0 || len > MAX_BUF_BBS || end * BB > self.g.dblocks * self.g.block_size {
+        let end = daddr.checked_add(len).and_then(|e| e.checked_mul(BB));
+        let dev = self.g.dblocks.saturating_mul(self.g.block_size);
+        if len == 0 || len > MAX_BUF_BBS || end.is_none_or(|e| e > dev) {
             return Err(corrupt(format!("buffer {daddr}+{len} out of range")));
         }
         let mut b = vec![0u8; (len * BB) as usize];
@@ -821,5 +822,145 @@ fn dinode_crc(d: &mut [u8]) {
     let crc = crc32c::crc32c(d);
     if let Some(c) = d.get_mut(DI_CRC..DI_CRC + 4) {
         c.copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry() -> Geometry {
+        Geometry {
+            v5: true,
+            uuid: [7; 16],
+            meta_uuid: [7; 16],
+            has_meta_uuid: false,
+            block_size: 4096,
+            blocklog: 12,
+            inode_size: 512,
+            inodelog: 9,
+            inopblog: 3,
+            agblklog: 8,
+            ag_blocks: 256,
+            ag_count: 1,
+            dblocks: 256,
+            inoalignmt: 4,
+            spino_align: 0,
+        }
+    }
+
+    /// A buffer item logging `chunks` 128-byte chunks at `first` of the
+    /// 8-sector buffer at `daddr`, with `flags`.
+    fn buf_item(daddr: u64, flags: u16, first: usize, chunks: &[u8]) -> Item {
+        let mut f = vec![0u8; BLF_MAP + 4 * 2];
+        f[0..2].copy_from_slice(&kind::BUF.to_le_bytes());
+        f[2..4].copy_from_slice(&2u16.to_le_bytes());
+        f[4..6].copy_from_slice(&flags.to_le_bytes());
+        f[6..8].copy_from_slice(&8u16.to_le_bytes());
+        f[8..16].copy_from_slice(&daddr.to_le_bytes());
+        f[16..20].copy_from_slice(&2u32.to_le_bytes());
+        let n = chunks.len() / BLF_CHUNK;
+        for b in first..first + n {
+            f[BLF_MAP + b / 32 * 4 + (b % 32) / 8] |= 1 << (b % 8);
+        }
+        let mut regions = vec![f];
+        if n > 0 {
+            regions.push(chunks.to_vec());
+        }
+        Item {
+            total: regions.len(),
+            regions,
+        }
+    }
+
+    fn intent(k: u16, id: u64) -> Item {
+        let mut f = vec![0u8; 16];
+        f[0..2].copy_from_slice(&k.to_le_bytes());
+        f[2..4].copy_from_slice(&1u16.to_le_bytes());
+        f[8..16].copy_from_slice(&id.to_le_bytes());
+        Item {
+            total: 1,
+            regions: vec![f],
+        }
+    }
+
+    fn run(txs: &[Trans]) -> Result<Overlay> {
+        let dev = |_: u64, buf: &mut [u8]| -> Result<()> {
+            buf.fill(0xee);
+            Ok(())
+        };
+        replay(&geometry(), &dev, txs)
+    }
+
+    fn tx(lsn: u64, items: Vec<Item>) -> Trans {
+        Trans { lsn, items }
+    }
+
+    fn sector(o: &Overlay, daddr: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 512];
+        o.patch(daddr * 512, &mut b);
+        b
+    }
+
+    #[test]
+    fn logged_chunks_land_in_place() {
+        let o = run(&[tx(1 << 32, vec![buf_item(16, 0, 5, &[0xab; 256])])]).unwrap();
+        // Chunks 5 and 6: bytes 640..896 of the buffer, in sector 17.
+        let s = sector(&o, 17);
+        assert_eq!(&s[..128], &[0xee; 128][..]);
+        assert_eq!(&s[128..384], &[0xab; 256][..]);
+        assert_eq!(&s[384..], &[0xee; 128][..]);
+    }
+
+    #[test]
+    fn cancelled_buffers_replay_only_after_their_last_cancel() {
+        let o = run(&[
+            tx(1 << 32, vec![buf_item(16, 0, 0, &[1; 128])]),
+            tx(2 << 32, vec![buf_item(16, BLF_CANCEL, 0, &[])]),
+            tx(3 << 32, vec![buf_item(24, 0, 0, &[3; 128])]),
+        ])
+        .unwrap();
+        assert_eq!(sector(&o, 16), vec![0; 512], "cancelled copy replayed");
+        assert_eq!(sector(&o, 24)[..128], [3; 128]);
+        let o = run(&[
+            tx(1 << 32, vec![buf_item(16, BLF_CANCEL, 0, &[])]),
+            tx(2 << 32, vec![buf_item(16, 0, 0, &[2; 128])]),
+        ])
+        .unwrap();
+        assert_eq!(sector(&o, 16)[..128], [2; 128], "reuse after cancel lost");
+    }
+
+    #[test]
+    fn unfinished_mapping_intents_refuse_the_replay() {
+        assert!(run(&[tx(1 << 32, vec![intent(kind::BUI, 9)])]).is_err());
+        assert!(run(&[tx(1 << 32, vec![intent(kind::XMI, 9)])]).is_err());
+        assert!(run(&[tx(1 << 32, vec![intent(kind::ATTRI, 9)])]).is_err());
+        assert!(run(&[
+            tx(1 << 32, vec![intent(kind::BUI, 9)]),
+            tx(2 << 32, vec![intent(kind::BUD, 9)]),
+        ])
+        .is_ok());
+        // Free-space and rmap intents do not change what files read.
+        assert!(run(&[tx(
+            1 << 32,
+            vec![intent(kind::EFI, 1), intent(kind::RUI, 2)]
+        )])
+        .is_ok());
+        // Unknown items are never guessed at.
+        assert!(run(&[tx(1 << 32, vec![intent(0x1238, 1)])]).is_err());
+        assert!(run(&[tx(1 << 32, vec![intent(0x7777, 1)])]).is_err());
+    }
+
+    #[test]
+    fn hostile_buffer_items_fail_cleanly() {
+        // Bitmap past a 4 KiB buffer, regions missing, huge addresses.
+        let mut i = buf_item(16, 0, 60, &[1; 512]);
+        assert!(run(&[tx(1 << 32, vec![i])]).is_err());
+        i = buf_item(16, 0, 0, &[1; 128]);
+        i.regions.pop();
+        i.total = 1;
+        assert!(run(&[tx(1 << 32, vec![i])]).is_err());
+        i = buf_item(u64::MAX >> 1, 0, 0, &[1; 128]);
+        assert!(run(&[tx(1 << 32, vec![i])]).is_err());
     }
 }
