@@ -2,8 +2,13 @@
 //!
 //! One file per on-disk structure; this file joins them into a
 //! [`FileSystem`]. Node ids are inode numbers, which encode where the
-//! inode lives (AG, block in AG, slot), so no inode btree is needed. A
-//! dirty log is reported and not replayed, as `mount -o ro,norecovery`.
+//! inode lives (AG, block in AG, slot), so no inode btree is needed.
+//!
+//! A dirty internal log is replayed in memory (`log::recover`) into an
+//! overlay that `read_raw`, the one path every read takes, lays over the
+//! image; the superblock is re-read through it. A log that cannot be
+//! replayed exactly as the kernel would leaves the volume read as on disk
+//! (`mount -o ro,norecovery`), with a warning saying why.
 //!
 //! Not read: files on a realtime device (refused), an external log (a
 //! warning). POSIX ACLs (`trusted.SGI_ACL_FILE`, `SGI_ACL_DEFAULT` on
