@@ -50,6 +50,7 @@ pub fn recover(
     let Some(span) = dev.span()? else {
         return Ok(None);
     };
+    tracing::debug!(?span, len_bbs, "xfs log span");
     let mut b = trans::Builder::default();
     dev.pass(span.head, span.tail, &mut |r| b.record(r), false)
         .map_err(|(blk, e)| e.context(format!("log record at block {blk}")))?;

@@ -12,6 +12,7 @@ to wrap a small log.
 usage: crash.py MOUNTPOINT 1|2|churn
 """
 import os
+import subprocess
 import sys
 
 root, phase = sys.argv[1], sys.argv[2]
@@ -79,3 +80,25 @@ else:
     os.removexattr(p("xa-short"), os.listxattr(p("xa-short"))[0])
     os.chmod(p("after", "moved"), 0o600)
     os.mkfifo(p("after", "fifo"))
+    # Shared extents, then copy-on-write over part of one copy (deferred
+    # mapping and refcount updates), and a big file freed and truncated
+    # (extent-free intents).
+    with open(p("after", "shared"), "wb") as f:
+        f.write(data(256 * 1024, 9))
+        f.flush()
+        os.fsync(f.fileno())
+    subprocess.run(
+        ["cp", "--reflink=always", p("after", "shared"), p("after", "shared2")],
+        check=True,
+    )
+    with open(p("after", "shared2"), "r+b") as f:
+        f.seek(65536)
+        f.write(b"cow" * 5000)
+        f.flush()
+        os.fsync(f.fileno())
+    with open(p("after", "big"), "wb") as f:
+        f.write(data(3 << 20, 5))
+        f.flush()
+        os.fsync(f.fileno())
+    os.truncate(p("after", "big"), 100000)
+    os.unlink(p("sparse"))
