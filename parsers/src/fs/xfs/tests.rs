@@ -816,10 +816,16 @@ fn damaged_log_matches_kernel() {
     assert!(recs.len() > 10, "only {} records", recs.len());
     // A byte in the body of the last record, then of one before the
     // last eight.
-    let last = *recs.last().unwrap();
-    let middle = recs[recs.len() - 10];
-    for (what, blk) in [("last", last), ("middle", middle)] {
-        let at = start + ((blk + 1) % len) * 512 + 100;
+    let body = |blk: u64| start + ((blk + 1) % len) * 512 + 100;
+    let n = recs.len();
+    for (what, at) in [
+        ("last", body(recs[n - 1])),
+        // Saved cycle words in the last header.
+        ("last-header", start + recs[n - 1] * 512 + 100),
+        // Within the last eight: the log ends there, the last record too.
+        ("second-last", body(recs[n - 2])),
+        ("middle", body(recs[n - 10])),
+    ] {
         let bad = tmp.0.join(format!("torn-{what}.img"));
         damaged_copy(&img, &bad, at);
         let fs = open(&bad);

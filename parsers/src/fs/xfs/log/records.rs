@@ -326,8 +326,9 @@ impl LogDev<'_> {
     fn seek(&self, head: u64, tail: u64, count: u32) -> Result<Option<u64>> {
         let mut found = 0;
         let mut at = None;
-        let end = if head < tail { self.len } else { head };
-        for i in tail..end {
+        // Inclusive of the head, as the kernel's search.
+        let end = if head > tail { head + 1 } else { self.len };
+        for i in tail..end.min(self.len) {
             if self.is_header(i)? {
                 at = Some(i);
                 found += 1;
@@ -399,6 +400,9 @@ impl LogDev<'_> {
             if self.unmount_at(head, &h)? {
                 return Ok(None);
             }
+        }
+        if tail == head {
+            return Ok(None);
         }
         let tail = self.verify_tail(head, tail, be32(&h.raw, H_SIZE))?;
         if tail == head {
