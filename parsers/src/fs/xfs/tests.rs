@@ -648,12 +648,20 @@ fn open_norecovery(img: &Path) -> XfsFs {
     open(img)
 }
 
-/// An image made with `mkfs.xfs args`, changed through a mount (with
+/// An image made with `mkfs.xfs args`, changed through a mount with
+/// `opts` (with
 /// `sync`, a sync between two rounds of changes) and shut down with the log forced and
 /// nothing more written home, as xfstests simulates a crash.
-fn crashed_image(tmp: &TempDir, name: &str, args: &[&str], churn: usize, sync: bool) -> PathBuf {
+fn crashed_image(
+    tmp: &TempDir,
+    name: &str,
+    args: &[&str],
+    opts: &str,
+    churn: usize,
+    sync: bool,
+) -> PathBuf {
     let img = make_image(tmp, name, args, true);
-    let m = Mount::new(&img, &tmp.0.join(format!("{name}.rw")), "rw");
+    let m = Mount::new(&img, &tmp.0.join(format!("{name}.rw")), opts);
     for _ in 0..churn {
         run(Command::new("python3").arg(CRASH).arg(&m.0).arg("churn"));
     }
@@ -710,13 +718,19 @@ fn check_replay(tmp: &TempDir, img: &Path, name: &str) -> Vec<String> {
     w
 }
 
+/// Records of up to 256 KiB (`logbsize`): extended headers.
 #[test]
 fn dirty_log_replayed_as_the_kernel_does() {
     if !have_tools() {
         return;
     }
     let tmp = TempDir::new();
-    let img = crashed_image(&tmp, "dirty", &[], 0, true);
+    let img = crashed_image(&tmp, "dirty", &[], "rw,logbsize=256k", 0, true);
+    let (_, _, recs) = log_records(&img);
+    assert!(
+        recs.windows(2).any(|w| w[1] > w[0] + 66),
+        "no record over 32 KiB: {recs:?}"
+    );
     check_replay(&tmp, &img, "dirty");
 }
 
@@ -727,7 +741,14 @@ fn dirty_log_replayed_after_wrapping() {
     }
     let tmp = TempDir::new();
     // The smallest log mkfs makes here (5.3 MiB), wrapped by churn.
-    let img = crashed_image(&tmp, "wrap", &["-l", "size=1368b"], 3, true);
+    let img = crashed_image(
+        &tmp,
+        "wrap",
+        &["-l", "size=1368b"],
+        "rw,logbsize=256k",
+        3,
+        true,
+    );
     let cycle = log_cycle(&img);
     assert!(cycle >= 2, "log did not wrap (cycle {cycle})");
     check_replay(&tmp, &img, "wrap");
@@ -811,7 +832,7 @@ fn damaged_log_matches_kernel() {
         return;
     }
     let tmp = TempDir::new();
-    let img = crashed_image(&tmp, "torn", &["-l", "size=1368b"], 1, true);
+    let img = crashed_image(&tmp, "torn", &["-l", "size=1368b"], "rw", 1, true);
     let (start, len, recs) = log_records(&img);
     assert!(recs.len() > 10, "only {} records", recs.len());
     // A byte in the body of the last record, then of one before the
@@ -857,7 +878,7 @@ fn log_mutations_do_not_panic() {
         return;
     }
     let tmp = TempDir::new();
-    let img = crashed_image(&tmp, "logmut", &[], 0, true);
+    let img = crashed_image(&tmp, "logmut", &[], "rw,logbsize=256k", 0, true);
     let (start, len, recs) = log_records(&img);
     let base: Source = Arc::new(FileSource::open(&img).unwrap());
     let first = recs[0];
@@ -898,7 +919,7 @@ fn dirty_log_replayed_1k_blocks() {
         return;
     }
     let tmp = TempDir::new();
-    let img = crashed_image(&tmp, "dirty1k", &["-b", "size=1024"], 0, false);
+    let img = crashed_image(&tmp, "dirty1k", &["-b", "size=1024"], "rw", 0, false);
     check_replay(&tmp, &img, "dirty1k");
 }
 
