@@ -200,3 +200,102 @@ fn add_cont(t: &mut Open, body: &[u8], bytes: &mut usize) -> Result<()> {
     region.extend_from_slice(body);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An operation: header then body.
+    fn op(tid: u32, flags: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = tid.to_be_bytes().to_vec();
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        v.extend_from_slice(&[CLIENT_TRANSACTION, flags, 0, 0]);
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn record(lsn: u64, ops: &[Vec<u8>]) -> Record {
+        Record {
+            lsn,
+            num_ops: ops.len() as u32,
+            data: ops.concat(),
+        }
+    }
+
+    fn header() -> Vec<u8> {
+        let mut h = TRANS_MAGIC.to_le_bytes().to_vec();
+        h.extend_from_slice(&[0; 12]);
+        h
+    }
+
+    /// An item format region saying the item has `n` regions.
+    fn format(n: u16) -> Vec<u8> {
+        let mut f = 0x123cu16.to_le_bytes().to_vec();
+        f.extend_from_slice(&n.to_le_bytes());
+        f.extend_from_slice(&[0; 12]);
+        f
+    }
+
+    #[test]
+    fn split_regions_join_and_only_commits_count() {
+        let mut b = Builder::default();
+        // Transaction 1: header split over two records, an item whose
+        // data region continues into the next record; then committed.
+        b.record(record(
+            1 << 32,
+            &[
+                op(1, START, &[]),
+                op(1, 0, &header()[..8]),
+                op(2, START, &[]),
+                op(2, 0, &header()),
+                op(2, 0, &format(1)),
+            ],
+        ))
+        .unwrap();
+        b.record(record(
+            2 << 32,
+            &[
+                op(1, WAS_CONT | END, &header()[8..]),
+                op(1, 0, &format(2)),
+                op(1, CONTINUE, b"abc"),
+            ],
+        ))
+        .unwrap();
+        b.record(record(
+            3 << 32,
+            &[op(1, WAS_CONT | END, b"def"), op(1, COMMIT, &[])],
+        ))
+        .unwrap();
+        // Transaction 2 never commits; 3 is not started in the log.
+        b.record(record(4 << 32, &[op(3, 0, b"slack")])).unwrap();
+        assert_eq!(b.committed.len(), 1);
+        let t = &b.committed[0];
+        assert_eq!(t.lsn, 1 << 32);
+        assert_eq!(t.items.len(), 1);
+        assert_eq!(t.items[0].regions, vec![format(2), b"abcdef".to_vec()]);
+    }
+
+    #[test]
+    fn bad_operations_are_errors() {
+        let started = |ops: &[Vec<u8>]| {
+            let mut b = Builder::default();
+            let mut all = vec![op(1, START, &[]), op(1, 0, &header())];
+            all.extend_from_slice(ops);
+            b.record(record(1, &all))
+        };
+        assert!(started(&[op(1, START | COMMIT, &[])]).is_err());
+        assert!(started(&[op(1, 0, &format(0))]).is_err());
+        assert!(started(&[op(1, 0, &format(1)), op(1, 0, b"more")]).is_err());
+        let mut r = record(1, &[op(1, START, &[])]);
+        r.data[8] = 0x42;
+        assert!(Builder::default().record(r).is_err());
+        // An operation longer than its record.
+        let mut r = record(1, &[op(1, START, &[])]);
+        r.data[7] = 200;
+        assert!(Builder::default().record(r).is_err());
+        // A bad transaction header.
+        let mut b = Builder::default();
+        let r = record(1, &[op(1, START, &[]), op(1, 0, &[0; 16])]);
+        assert!(b.record(r).is_err());
+    }
+}
