@@ -7,6 +7,16 @@
 //! the head is a lone unmount record. [`state`] is the quick look at that;
 //! [`records`] finds head and tail as the kernel does, [`trans`] gathers
 //! committed transactions, [`replay`] applies them to an [`Overlay`].
+//!
+//! Replay either matches the kernel's or does not happen: every case the
+//! kernel refuses (a bad record CRC before the last eight records on v5,
+//! a log of another byte order or filesystem, malformed operations or
+//! items) is an error, and so is every case we do not reproduce (an
+//! unfinished intent that recovery would complete on a file's mapping or
+//! xattrs, an unknown item, a fork owner change); the caller then reads
+//! the volume as on disk. Nothing here allocates by a count it has not
+//! bounded: records are at most 256 KiB, transactions together 1 GiB,
+//! the overlay 1 GiB.
 
 mod overlay;
 pub(super) mod records;
