@@ -913,6 +913,19 @@ fn log_mutations_do_not_panic() {
     assert!(replayed > 20, "only {replayed} damaged logs replayed");
 }
 
+/// 8 KiB directory blocks over 4 KiB blocks (buffers logged in
+/// segments), 64-bit extent counters, old timestamps.
+#[test]
+fn dirty_log_replayed_dir_8k_nrext64_no_bigtime() {
+    if !have_tools() {
+        return;
+    }
+    let tmp = TempDir::new();
+    let args = ["-n", "size=8192", "-i", "nrext64=1", "-m", "bigtime=0"];
+    let img = crashed_image(&tmp, "dirty8k", &args, "rw", 0, true);
+    check_replay(&tmp, &img, "dirty8k");
+}
+
 #[test]
 fn dirty_log_replayed_1k_blocks() {
     if !have_tools() {
