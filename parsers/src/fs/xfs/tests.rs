@@ -921,15 +921,22 @@ fn log_mutations_do_not_panic() {
     let first = recs[0];
     let span = (recs.last().unwrap() + len - first) % len + 64;
     let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
-    let mut replayed = 0;
-    for _ in 0..200 {
+    let (mut replayed, mut crc_refused) = (0, 0);
+    for round in 0..300 {
         let mut patches = Vec::new();
-        for _ in 0..1 + rng.next() % 4 {
-            let blk = (first + rng.next() % span) % len;
-            let at = start + blk * 512 + rng.next() % 512;
-            let mut b = [0u8];
-            base.read_exact_at(at, &mut b).unwrap();
-            patches.push((at, b[0] ^ (1 << (rng.next() % 8))));
+        if round % 2 == 0 {
+            for _ in 0..1 + rng.next() % 4 {
+                let blk = (first + rng.next() % span) % len;
+                let at = start + blk * 512 + rng.next() % 512;
+                let mut b = [0u8];
+                base.read_exact_at(at, &mut b).unwrap();
+                patches.push((at, b[0] ^ (1 << (rng.next() % 8))));
+            }
+        } else {
+            // Damage inside a record with its CRC made good again, so the
+            // replay itself gets hostile operations and items.
+            let rec = recs[(rng.next() % recs.len() as u64) as usize];
+            patches = recrc_damage(&base, start, len, rec, &mut rng);
         }
         let src = Arc::new(Patched {
             base: base.clone(),
@@ -944,10 +951,15 @@ fn log_mutations_do_not_panic() {
             {
                 replayed += 1;
             }
+            if round % 2 == 1 && fs.info().warnings.iter().any(|w| w.contains("CRC")) {
+                crc_refused += 1;
+            }
             walk_tolerant(&fs);
         }
     }
     assert!(replayed > 20, "only {replayed} damaged logs replayed");
+    // Recomputed CRCs pass: the damage reached the replay itself.
+    assert_eq!(crc_refused, 0);
 }
 
 /// 8 KiB directory blocks over 4 KiB blocks (buffers logged in
@@ -961,6 +973,50 @@ fn dirty_log_replayed_dir_8k_nrext64_no_bigtime() {
     let args = ["-n", "size=8192", "-i", "nrext64=1", "-m", "bigtime=0"];
     let img = crashed_image(&tmp, "dirty8k", &args, "rw", 0, true);
     check_replay(&tmp, &img, "dirty8k");
+}
+
+/// Flips a few bytes in the body of the log record at block `rec` and
+/// returns them with the record's CRC recomputed, as source patches.
+fn recrc_damage(
+    base: &Source,
+    start: u64,
+    len: u64,
+    rec: u64,
+    rng: &mut XorShift,
+) -> Vec<(u64, u8)> {
+    let at = |blk: u64| start + (blk % len) * 512;
+    let read = |blk: u64, n: u64| {
+        let mut v = vec![0u8; (n * 512) as usize];
+        for i in 0..n {
+            base.read_exact_at(at(blk + i), &mut v[(i * 512) as usize..][..512])
+                .unwrap();
+        }
+        v
+    };
+    let h = read(rec, 1);
+    let h_size = u32::from_be_bytes(h[320..324].try_into().unwrap());
+    let hblks = u64::from(h_size.div_ceil(32768).max(1));
+    let h_len = u32::from_be_bytes(h[12..16].try_into().unwrap());
+    let raw = read(rec, hblks);
+    let bblks = u64::from(h_len).div_ceil(512);
+    let mut data = read(rec + hblks, bblks);
+    data.truncate(h_len as usize);
+    let mut patches = Vec::new();
+    for _ in 0..1 + rng.next() % 3 {
+        // Not the cycle stamp at the start of each block.
+        let i = (rng.next() % u64::from(h_len)) as usize;
+        if i % 512 < 4 {
+            continue;
+        }
+        data[i] ^= 1 << (rng.next() % 8);
+        let blk = rec + hblks + i as u64 / 512;
+        patches.push((at(blk) + i as u64 % 512, data[i]));
+    }
+    let crc = super::log::records::record_crc(&raw, &data, h_len, super::log::records::REC_SIZE);
+    for (k, b) in crc.to_le_bytes().into_iter().enumerate() {
+        patches.push((at(rec) + 32 + k as u64, b));
+    }
+    patches
 }
 
 #[test]

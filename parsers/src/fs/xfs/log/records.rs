@@ -24,7 +24,7 @@ const H_FMT: usize = 300;
 const H_UUID: usize = 304;
 const H_SIZE: usize = 320;
 /// Bytes of the header covered by its CRC (x86-64 layout; i386 wrote 324).
-const REC_SIZE: usize = 328;
+pub const REC_SIZE: usize = 328;
 const REC_SIZE_OTHER: usize = 324;
 /// Bytes of an extended header covered by the CRC.
 const EXT_SIZE: usize = 260;
@@ -547,7 +547,7 @@ impl LogDev<'_> {
 
 /// `xlog_cksum`: crc32c of the header (its CRC field as zero), the
 /// extended headers' cycle words and the body.
-fn record_crc(raw: &[u8], data: &[u8], len: u32, rec_size: usize) -> u32 {
+pub fn record_crc(raw: &[u8], data: &[u8], len: u32, rec_size: usize) -> u32 {
     let mut head = raw.get(..rec_size).unwrap_or(&[]).to_vec();
     if let Some(c) = head.get_mut(H_CRC..H_CRC + 4) {
         c.fill(0);
