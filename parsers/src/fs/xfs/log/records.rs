@@ -586,3 +586,192 @@ fn unpack(raw: &[u8], data: &mut [u8], hblks: u64) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::xfs::log::trans::Builder;
+
+    const LEN: u64 = 256;
+    const UUID: [u8; 16] = [3; 16];
+
+    /// A log written as the kernel writes it: records from `tail` on,
+    /// each header's saved words and the blocks' cycle stamps, the stamps
+    /// past the end of the log one higher, CRCs over what is on disk.
+    struct Synth {
+        log: Vec<u8>,
+        at: u64,
+        cycle: u32,
+        tail: u64,
+        starts: Vec<u64>,
+    }
+
+    impl Synth {
+        fn new(tail: u64) -> Synth {
+            let mut log = vec![0u8; (LEN * BB) as usize];
+            for b in 0..LEN as usize {
+                log[b * 512..b * 512 + 4].copy_from_slice(&1u32.to_be_bytes());
+            }
+            Synth {
+                log,
+                at: tail,
+                cycle: 1,
+                tail,
+                starts: Vec::new(),
+            }
+        }
+
+        fn record(&mut self, ops: &[Vec<u8>]) {
+            let mut body = ops.concat();
+            body.resize(body.len().div_ceil(512) * 512, 0);
+            // Every record of a mount has the in-core log size.
+            let h_size = 65536u32;
+            let hblks = u64::from(h_size / 32768);
+            let bblks = body.len() as u64 / BB;
+            let mut raw = vec![0u8; (hblks * BB) as usize];
+            raw[0..4].copy_from_slice(&MAGIC.to_be_bytes());
+            raw[4..8].copy_from_slice(&self.cycle.to_be_bytes());
+            raw[8..12].copy_from_slice(&2u32.to_be_bytes());
+            raw[12..16].copy_from_slice(&(body.len() as u32).to_be_bytes());
+            let lsn = (u64::from(self.cycle) << 32) | self.at;
+            raw[16..24].copy_from_slice(&lsn.to_be_bytes());
+            raw[24..32].copy_from_slice(&((1u64 << 32) | self.tail).to_be_bytes());
+            raw[40..44].copy_from_slice(&(ops.len() as u32).to_be_bytes());
+            raw[H_FMT..H_FMT + 4].copy_from_slice(&FMT_LINUX_LE.to_be_bytes());
+            raw[H_UUID..H_UUID + 16].copy_from_slice(&UUID);
+            raw[H_SIZE..H_SIZE + 4].copy_from_slice(&h_size.to_be_bytes());
+            for j in 1..hblks as usize {
+                raw[j * 512..j * 512 + 4].copy_from_slice(&self.cycle.to_be_bytes());
+            }
+            // Save each body block's first word; stamp the cycle.
+            for i in 0..bblks as usize {
+                let (j, k) = (i / 64, i % 64);
+                let at = if j == 0 {
+                    H_CYCLE_DATA + 4 * k
+                } else {
+                    j * 512 + 4 + 4 * k
+                };
+                raw[at..at + 4].copy_from_slice(&body[i * 512..i * 512 + 4]);
+                body[i * 512..i * 512 + 4].copy_from_slice(&self.cycle.to_be_bytes());
+            }
+            let mut all = [raw, body].concat();
+            let blocks = hblks + bblks;
+            let split = LEN - self.at;
+            for b in split..blocks {
+                let s = &mut all[(b * BB) as usize..][..4];
+                let c = u32::from_be_bytes(s.try_into().unwrap()) + 1;
+                s.copy_from_slice(&c.to_be_bytes());
+            }
+            let raw = all[..(hblks * BB) as usize].to_vec();
+            let data = all[(hblks * BB) as usize..].to_vec();
+            let crc = record_crc(&raw, &data, data.len() as u32, REC_SIZE);
+            all[H_CRC..H_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+            self.starts.push(self.at);
+            for b in 0..blocks {
+                let dst = ((self.at + b) % LEN * BB) as usize;
+                self.log[dst..dst + 512].copy_from_slice(&all[(b * BB) as usize..][..512]);
+            }
+            self.at += blocks;
+            if self.at >= LEN {
+                self.at -= LEN;
+                self.cycle += 1;
+            }
+        }
+
+        fn dev<'a>(&self, read: &'a dyn Fn(u64, &mut [u8]) -> Result<()>) -> LogDev<'a> {
+            LogDev {
+                start: 0,
+                len: LEN,
+                v2: true,
+                v5: true,
+                uuid: UUID,
+                logbsize: 32768,
+                read,
+            }
+        }
+    }
+
+    fn op(tid: u32, flags: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = tid.to_be_bytes().to_vec();
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        v.extend_from_slice(&[0x69, flags, 0, 0]);
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn trans_header() -> Vec<u8> {
+        let mut h = 0x5452_414eu32.to_le_bytes().to_vec();
+        h.extend_from_slice(&[0; 12]);
+        h
+    }
+
+    fn format(n: u16) -> Vec<u8> {
+        let mut f = 0x123cu16.to_le_bytes().to_vec();
+        f.extend_from_slice(&n.to_le_bytes());
+        f.extend_from_slice(&[0; 12]);
+        f
+    }
+
+    fn payload(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    }
+
+    /// Transaction `tid`: a 40 KiB region split over two records (the
+    /// second over 32 KiB, so with an extended header), then a commit.
+    fn write_trans(s: &mut Synth, tid: u32, seed: u8) -> Vec<u8> {
+        let data = payload(40000, seed);
+        s.record(&[
+            op(tid, 0x01, &[]),
+            op(tid, 0, &trans_header()),
+            op(tid, 0, &format(2)),
+            op(tid, 0x04, &data[..3000]),
+        ]);
+        s.record(&[op(tid, 0x08 | 0x10, &data[3000..]), op(tid, 0x02, &[])]);
+        data
+    }
+
+    fn replayed(log: &[u8]) -> (Option<Span>, Vec<Vec<u8>>) {
+        let read = |off: u64, buf: &mut [u8]| -> Result<()> {
+            buf.copy_from_slice(&log[off as usize..off as usize + buf.len()]);
+            Ok(())
+        };
+        let s = Synth::new(0);
+        let dev = s.dev(&read);
+        let Some(span) = dev.span().unwrap() else {
+            return (None, Vec::new());
+        };
+        let mut b = Builder::default();
+        dev.pass(span.head, span.tail, &mut |r| b.record(r), false)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let regions = b
+            .committed
+            .iter()
+            .map(|t| t.items[0].regions[1].clone())
+            .collect();
+        (Some(span), regions)
+    }
+
+    #[test]
+    fn records_across_the_end_of_the_log() {
+        let mut s = Synth::new(150);
+        let mut want = Vec::new();
+        for t in 0..2u8 {
+            want.push(write_trans(&mut s, 10 + u32::from(t), t));
+        }
+        // The live log crosses the end, and its last record straddles it.
+        let last = *s.starts.last().unwrap();
+        assert!(s.at < 150 && s.at > 0 && last > s.at);
+        let (span, got) = replayed(&s.log);
+        let span = span.unwrap();
+        assert_eq!((span.tail, span.head, span.torn_at), (150, s.at, None));
+        assert_eq!(got, want);
+
+        // A torn last record: its transaction is gone, the rest stays.
+        let mut torn = s.log.clone();
+        torn[((last + 2) % LEN * BB) as usize + 100] ^= 1;
+        let (span, got) = replayed(&torn);
+        assert_eq!(span.unwrap().torn_at, Some(last));
+        assert_eq!(got, want[..1].to_vec());
+    }
+}
