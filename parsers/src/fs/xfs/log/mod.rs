@@ -1,13 +1,76 @@
-//! The internal log, only to tell whether it is clean. We read as
-//! `mount -o ro,norecovery` would: a dirty log is reported, not replayed.
+//! The internal log: whether it is clean, and if not, its replay in
+//! memory as the kernel's mount would do it ([`recover`]).
 //!
 //! Every 512-byte basic block of the log starts with the cycle number of
 //! the pass that wrote it (record headers carry it in `h_cycle`); the head
 //! is where the cycle drops. The log is clean if the last record before
-//! the head is a lone unmount record.
+//! the head is a lone unmount record. [`state`] is the quick look at that;
+//! [`records`] finds head and tail as the kernel does, [`trans`] gathers
+//! committed transactions, [`replay`] applies them to an [`Overlay`].
+//!
+//! Replay either matches the kernel's or does not happen: every case the
+//! kernel refuses (a bad record CRC before the last eight records on v5,
+//! a log of another byte order or filesystem, malformed operations or
+//! items) is an error, and so is every case we do not reproduce (an
+//! unfinished intent that recovery would complete on a file's mapping or
+//! xattrs, an unknown item, a fork owner change); the caller then reads
+//! the volume as on disk. Nothing here allocates by a count it has not
+//! bounded: records are at most 256 KiB, transactions together 1 GiB,
+//! the overlay 1 GiB.
+
+mod overlay;
+pub(super) mod records;
+mod replay;
+mod trans;
+
+pub use self::overlay::Overlay;
+pub use self::replay::Geometry;
 
 use super::{be32, be64};
 use crate::Result;
+
+/// What a replay did.
+#[derive(Debug)]
+pub struct Recovery {
+    pub overlay: Overlay,
+    pub transactions: usize,
+    /// Where a torn write at the head was cut off (log block).
+    pub torn_at: Option<u64>,
+}
+
+/// Replays the log of `len_bbs` basic blocks at byte `start` of the
+/// device read by `read`: `None` if there is nothing to replay.
+pub fn recover(
+    start: u64,
+    len_bbs: u64,
+    g: &Geometry,
+    v2: bool,
+    logbsize: u32,
+    read: &dyn Fn(u64, &mut [u8]) -> Result<()>,
+) -> Result<Option<Recovery>> {
+    let dev = records::LogDev {
+        start,
+        len: len_bbs,
+        v2,
+        v5: g.v5,
+        uuid: g.uuid,
+        logbsize,
+        read,
+    };
+    let Some(span) = dev.span()? else {
+        return Ok(None);
+    };
+    tracing::debug!(?span, len_bbs, "xfs log span");
+    let mut b = trans::Builder::default();
+    dev.pass(span.head, span.tail, &mut |r| b.record(r), false)
+        .map_err(|(blk, e)| e.context(format!("log record at block {blk}")))?;
+    let overlay = replay::replay(g, read, &b.committed)?;
+    Ok(Some(Recovery {
+        overlay,
+        transactions: b.committed.len(),
+        torn_at: span.torn_at,
+    }))
+}
 
 const BB: u64 = 512;
 const RECORD_MAGIC: u32 = 0xfeed_babe;
