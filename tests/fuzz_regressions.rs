@@ -20,6 +20,9 @@ pub fn run_target(target: &str, data: &[u8], fixtures: &Path) {
         "ntfs" => harness::ntfs(data),
         "stack" => harness::stack(data),
         "chain" => harness::chain(data),
+        "xfs" => harness::xfs(data),
+        "fat" => harness::fat(data),
+        "exfat" => harness::exfat(data),
         other => panic!("fuzz/regressions/{other}: no such target"),
     }
 }

@@ -209,6 +209,28 @@ pub fn ntfs(data: &[u8]) {
     }
 }
 
+/// Target `xfs`: XFS opened (its log replayed in memory when dirty) and
+/// walked.
+pub fn xfs(data: &[u8]) {
+    if let Ok(fs) = restorefs_parsers::fs::xfs::XfsFs::open(mem(data)) {
+        walk_fs(&fs);
+    }
+}
+
+/// Target `fat`: FAT12/16/32 opened and walked.
+pub fn fat(data: &[u8]) {
+    if let Ok(fs) = restorefs_parsers::fs::fat::FatFs::open(mem(data)) {
+        walk_fs(&fs);
+    }
+}
+
+/// Target `exfat`: exFAT opened and walked.
+pub fn exfat(data: &[u8]) {
+    if let Ok(fs) = restorefs_parsers::fs::exfat::ExfatFs::open(mem(data)) {
+        walk_fs(&fs);
+    }
+}
+
 /// Target `stack`: the bytes as a raw disk through the whole stack: table,
 /// LVM, filesystems, one tree, walked.
 pub fn stack(data: &[u8]) {
