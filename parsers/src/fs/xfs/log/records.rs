@@ -247,7 +247,9 @@ impl LogDev<'_> {
             if let Some(b) = self.find_cycle(head - scan, scan, 0)? {
                 head = b;
             }
-            if !self.verify_record(head - scan, &mut head, 0)? {
+            // The cycle-0 block found may lie less than a scan from the
+            // start of the log.
+            if !self.verify_record(head.saturating_sub(scan), &mut head, 0)? {
                 return Err(self.corrupt(0, "no record header before the head"));
             }
             return Ok(head);
