@@ -25,7 +25,7 @@ pub struct Boot {
 /// Bytes per sector claimed by a boot sector (to size the region read).
 pub fn sector_size(b: &[u8]) -> Option<u32> {
     let shift = u32::from(*b.get(108)?);
-    (9..=12).contains(&shift).then_some(1 << shift)
+    (9..=12).contains(&shift).then(|| 1 << shift)
 }
 
 /// The boot checksum of `region` (sectors 0-10), skipping the volume
