@@ -48,10 +48,17 @@ impl Overlay {
             s.get_mut(..chunk.len())
                 .unwrap_or_default()
                 .copy_from_slice(chunk);
-            self.sectors.insert(daddr + i as u64, s);
+            let at = daddr
+                .checked_add(i as u64)
+                .ok_or_else(|| Error::corrupt("xfs", 0, "replayed sector past 2^64"))?;
+            self.sectors.insert(at, s);
         }
         if self.sectors.len() > MAX_SECTORS {
-            return Err(Error::corrupt("xfs", daddr * BB, "log replays too much"));
+            return Err(Error::corrupt(
+                "xfs",
+                daddr.saturating_mul(BB),
+                "log replays too much",
+            ));
         }
         Ok(())
     }
