@@ -26,8 +26,8 @@ const HEAD_BYTES: u64 = 512 << 10;
 const MAX_READ: u64 = 32 << 20;
 
 /// Where the `ntfs` crate panics on bad input in calls the parser wraps in
-/// `catch_unwind` on purpose (`next_entry` and `node_entries` in
-/// parsers/src/fs/ntfs/index.rs): bounds checks on immutable slices.
+/// `catch_unwind` on purpose (`guarded` in parsers/src/fs/ntfs/index.rs):
+/// bounds checks on immutable slices, unchecked additions.
 const CONTAINED_PANICS: &[&str] = &[
     "/src/index_entry.rs",
     "/src/index_record.rs",

@@ -160,9 +160,9 @@ impl Tree<'_, '_> {
             .alloc
             .as_ref()
             .ok_or_else(|| Error::corrupt("ntfs", 0, "index subnode without $INDEX_ALLOCATION"))?;
-        alloc
-            .record_from_vcn(cur, self.record_size, vcn)
-            .map_err(ntfs_err)
+        // The crate adds the record's header size to its used and allocated
+        // sizes unchecked (an overflow panic with overflow checks on).
+        guarded(|| alloc.record_from_vcn(cur, self.record_size, vcn))
     }
 
     /// Descends towards `name` by `cmp` (name vs key); returns the first
@@ -220,6 +220,8 @@ impl Tree<'_, '_> {
 ///   length (the offset has no public accessor);
 /// - `NtfsIndexNodeEntries::next` accepts an entry whose length field is
 ///   below the 16-byte header, then reads its flags past the entry's end.
+/// - `NtfsIndexAllocation::record_from_vcn` adds the header size to the
+///   record's used and allocated sizes without checking for overflow.
 ///
 /// Each panic is a bounds check on a byte slice owned by the call, so no
 /// shared state is left half-changed; we turn it into a Corrupt error.
