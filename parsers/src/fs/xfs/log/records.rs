@@ -364,6 +364,15 @@ impl LogDev<'_> {
         Ok(op.get(9).copied().unwrap_or(0) & UNMOUNT_TRANS != 0)
     }
 
+    /// The tail block a record header names, which must lie in the log.
+    fn tail_of(&self, h: &Header) -> Result<u64> {
+        let tail = h.tail_blk();
+        if tail >= self.len {
+            return Err(self.corrupt(h.blk, format!("tail block {tail} outside the log")));
+        }
+        Ok(tail)
+    }
+
     /// Where to replay, or `None` when there is nothing to replay.
     pub fn span(&self) -> Result<Option<Span>> {
         if self.len < 2 || self.len > u64::from(u32::MAX) {
@@ -377,7 +386,7 @@ impl LogDev<'_> {
             .rseek(head, head, 1)?
             .ok_or_else(|| self.corrupt(head, "no record header in the log"))?;
         let mut h = self.header(rblk)?;
-        let mut tail = h.tail_blk();
+        let mut tail = self.tail_of(&h)?;
         if self.unmount_at(head, &h)? {
             return Ok(None);
         }
@@ -394,7 +403,7 @@ impl LogDev<'_> {
                 .ok_or_else(|| self.corrupt(bad, "no good record before a torn one"))?;
             h = self.header(r)?;
             head = bad;
-            tail = h.tail_blk();
+            tail = self.tail_of(&h)?;
             torn_at = Some(bad);
             if head == tail {
                 return Ok(None);
@@ -453,6 +462,11 @@ impl LogDev<'_> {
         f: &mut dyn FnMut(Record) -> Result<()>,
         crc_only: bool,
     ) -> std::result::Result<(), (u64, Error)> {
+        // The tail comes from a record header: a hostile one may point
+        // anywhere.
+        if tail >= self.len || head > self.len {
+            return Err((tail, self.corrupt(tail, "tail or head outside the log")));
+        }
         let total = (head + self.len - tail) % self.len;
         let first = self.header(tail).map_err(|e| (tail, e))?;
         let mut h_size = if self.v2 {
