@@ -195,40 +195,33 @@ pub fn lvm(data: &[u8]) {
     }
 }
 
-/// Target `ext`: ext2/3/4 opened and walked.
+/// The bytes opened by one filesystem's `open` and, if it takes them,
+/// walked: targets `ext`, `ntfs`, `xfs` (its log replayed in memory when
+/// dirty), `fat` (FAT12/16/32), `exfat`.
+fn filesystem<F: FileSystem>(data: &[u8], open: impl Fn(Source) -> restorefs_parsers::Result<F>) {
+    if let Ok(fs) = open(mem(data)) {
+        walk_fs(&fs);
+    }
+}
+
 pub fn ext(data: &[u8]) {
-    if let Ok(fs) = restorefs_parsers::fs::ext::ExtFs::open(mem(data)) {
-        walk_fs(&fs);
-    }
+    filesystem(data, restorefs_parsers::fs::ext::ExtFs::open)
 }
 
-/// Target `ntfs`: NTFS opened and walked.
 pub fn ntfs(data: &[u8]) {
-    if let Ok(fs) = restorefs_parsers::fs::ntfs::NtfsFs::open(mem(data)) {
-        walk_fs(&fs);
-    }
+    filesystem(data, restorefs_parsers::fs::ntfs::NtfsFs::open)
 }
 
-/// Target `xfs`: XFS opened (its log replayed in memory when dirty) and
-/// walked.
 pub fn xfs(data: &[u8]) {
-    if let Ok(fs) = restorefs_parsers::fs::xfs::XfsFs::open(mem(data)) {
-        walk_fs(&fs);
-    }
+    filesystem(data, restorefs_parsers::fs::xfs::XfsFs::open)
 }
 
-/// Target `fat`: FAT12/16/32 opened and walked.
 pub fn fat(data: &[u8]) {
-    if let Ok(fs) = restorefs_parsers::fs::fat::FatFs::open(mem(data)) {
-        walk_fs(&fs);
-    }
+    filesystem(data, restorefs_parsers::fs::fat::FatFs::open)
 }
 
-/// Target `exfat`: exFAT opened and walked.
 pub fn exfat(data: &[u8]) {
-    if let Ok(fs) = restorefs_parsers::fs::exfat::ExfatFs::open(mem(data)) {
-        walk_fs(&fs);
-    }
+    filesystem(data, restorefs_parsers::fs::exfat::ExfatFs::open)
 }
 
 /// Target `stack`: the bytes as a raw disk through the whole stack: table,

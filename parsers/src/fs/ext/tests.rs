@@ -11,26 +11,10 @@ use std::sync::Arc;
 use super::ExtFs;
 use crate::fs::{FileSystem, FileType, NodeId};
 use crate::readat::{Ext4Reader, FileSource, MemSource};
-use crate::testutil::{run, TempDir, XorShift};
+use crate::testutil::{have, run, TempDir, XorShift};
 use crate::Source;
 
 const REAL: &str = "/work/shared/realimages";
-
-/// Whether `tool` can run; a missing tool fails the test under CI.
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required under CI");
-    }
-    if !ok {
-        eprintln!("skipping: {tool} not installed");
-    }
-    ok
-}
 
 fn open_file(p: &Path) -> (Source, ExtFs) {
     let src: Source = Arc::new(FileSource::open(p).unwrap());

@@ -12,40 +12,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::XfsFs;
 use crate::fs::{FileSystem, FileType, NodeId};
 use crate::readat::FileSource;
+use crate::testutil::{run, TempDir, XorShift};
 use crate::{Error, ReadAt, Source};
 
 const POPULATE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/src/fs/xfs/testdata/populate.py"
 );
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "restorefs-xfs-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A loop mount, unmounted on drop (on every path, panics included);
 /// `-o loop` sets autoclear, so the loop device goes with the mount.
@@ -104,16 +82,6 @@ fn have_tools() -> bool {
     }
     eprintln!("skipping: missing {}", missing.join(", "));
     false
-}
-
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// A ~300 MiB sparse image made with `mkfs.xfs args`, filled by the
@@ -424,7 +392,7 @@ fn v5_default() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     check_image(&tmp, "v5", &[], 4096);
 }
 
@@ -433,7 +401,7 @@ fn v5_dir_block_8k_nrext64() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     // Also 64-bit extent counters in the inode.
     check_image(&tmp, "n8k", &["-n", "size=8192", "-i", "nrext64=1"], 4096);
 }
@@ -443,7 +411,7 @@ fn v5_block_1k_no_bigtime() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     // Also the old 32-bit timestamps (the kernel clamps what cannot fit).
     check_image(&tmp, "b1k", &["-b", "size=1024", "-m", "bigtime=0"], 1024);
 }
@@ -467,18 +435,6 @@ impl ReadAt for Patched {
             }
         }
         Ok(n)
-    }
-}
-
-/// Deterministic xorshift64 for the mutation test.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -548,7 +504,7 @@ fn mutations_do_not_panic() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     let img = make_image(&tmp, "mut", &[], true);
     let base: Source = Arc::new(FileSource::open(&img).unwrap());
     let regions = metadata_regions(&XfsFs::open(base.clone()).unwrap());
@@ -592,7 +548,7 @@ fn refuses_needsrepair_and_unknown_features() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     let img = tmp.0.join("f.img");
     std::fs::File::create(&img)
         .unwrap()
@@ -761,7 +717,7 @@ fn dirty_log_replayed_as_the_kernel_does() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     let img = crashed_image(&tmp, "dirty", &[], "rw,logbsize=256k", 0, true);
     let (_, _, recs) = log_records(&img);
     assert!(
@@ -776,7 +732,7 @@ fn dirty_log_replayed_after_wrapping() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     // The smallest log mkfs makes here (5.3 MiB), wrapped by churn.
     let img = crashed_image(
         &tmp,
@@ -868,7 +824,7 @@ fn damaged_log_matches_kernel() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     let img = crashed_image(&tmp, "torn", &["-l", "size=1368b"], "rw", 1, true);
     let (start, len, recs) = log_records(&img);
     assert!(recs.len() > 10, "only {} records", recs.len());
@@ -914,7 +870,7 @@ fn log_mutations_do_not_panic() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     let img = crashed_image(&tmp, "logmut", &[], "rw,logbsize=256k", 0, true);
     let (start, len, recs) = log_records(&img);
     let base: Source = Arc::new(FileSource::open(&img).unwrap());
@@ -969,7 +925,7 @@ fn dirty_log_replayed_dir_8k_nrext64_no_bigtime() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     let args = ["-n", "size=8192", "-i", "nrext64=1", "-m", "bigtime=0"];
     let img = crashed_image(&tmp, "dirty8k", &args, "rw", 0, true);
     check_replay(&tmp, &img, "dirty8k");
@@ -1024,7 +980,7 @@ fn dirty_log_replayed_1k_blocks() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     let img = crashed_image(&tmp, "dirty1k", &["-b", "size=1024"], "rw", 0, false);
     check_replay(&tmp, &img, "dirty1k");
 }
@@ -1039,7 +995,7 @@ fn v4_from_protofile() {
     if !have_tools() {
         return;
     }
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("xfs");
     let src = tmp.0.join("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut rng = XorShift(0x1234_5678_9abc_def1);
