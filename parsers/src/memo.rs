@@ -53,34 +53,29 @@ mod tests {
     use crate::Error;
 
     #[test]
-    fn makes_once_keeps_the_newest_and_not_errors() {
+    fn makes_once_keeps_the_newest_and_not_errors() -> Result<()> {
         let m: Memo<u32, String> = Memo::new(2);
         let mut made = 0;
         for _ in 0..3 {
-            let v = m
-                .get_or_make(1, || {
-                    made += 1;
-                    Ok(Arc::new("one".to_string()))
-                })
-                .unwrap();
+            let v = m.get_or_make(1, || {
+                made += 1;
+                Ok(Arc::new("one".to_string()))
+            })?;
             assert_eq!(*v, "one");
         }
         assert_eq!(made, 1);
         let e = m.get_or_make(2, || Err(Error::corrupt("test", 0, "bad")));
         assert!(e.is_err());
         // The failure was not kept: the next call makes it.
-        assert_eq!(
-            *m.get_or_make(2, || Ok(Arc::new("two".into()))).unwrap(),
-            "two"
-        );
+        assert_eq!(*m.get_or_make(2, || Ok(Arc::new("two".into())))?, "two");
         // Bounded: a third key evicts the least recently used (1).
-        m.get_or_make(3, || Ok(Arc::new("three".into()))).unwrap();
+        m.get_or_make(3, || Ok(Arc::new("three".into())))?;
         let mut remade = false;
         m.get_or_make(1, || {
             remade = true;
             Ok(Arc::new("one".into()))
-        })
-        .unwrap();
+        })?;
         assert!(remade);
+        Ok(())
     }
 }

@@ -916,31 +916,31 @@ mod tests {
     }
 
     #[test]
-    fn logged_chunks_land_in_place() {
-        let o = run(&[tx(1 << 32, vec![buf_item(16, 0, 5, &[0xab; 256])])]).unwrap();
+    fn logged_chunks_land_in_place() -> Result<()> {
+        let o = run(&[tx(1 << 32, vec![buf_item(16, 0, 5, &[0xab; 256])])])?;
         // Chunks 5 and 6: bytes 640..896 of the buffer, in sector 17.
         let s = sector(&o, 17);
         assert_eq!(&s[..128], &[0xee; 128][..]);
         assert_eq!(&s[128..384], &[0xab; 256][..]);
         assert_eq!(&s[384..], &[0xee; 128][..]);
+        Ok(())
     }
 
     #[test]
-    fn cancelled_buffers_replay_only_after_their_last_cancel() {
+    fn cancelled_buffers_replay_only_after_their_last_cancel() -> Result<()> {
         let o = run(&[
             tx(1 << 32, vec![buf_item(16, 0, 0, &[1; 128])]),
             tx(2 << 32, vec![buf_item(16, BLF_CANCEL, 0, &[])]),
             tx(3 << 32, vec![buf_item(24, 0, 0, &[3; 128])]),
-        ])
-        .unwrap();
+        ])?;
         assert_eq!(sector(&o, 16), vec![0; 512], "cancelled copy replayed");
         assert_eq!(sector(&o, 24)[..128], [3; 128]);
         let o = run(&[
             tx(1 << 32, vec![buf_item(16, BLF_CANCEL, 0, &[])]),
             tx(2 << 32, vec![buf_item(16, 0, 0, &[2; 128])]),
-        ])
-        .unwrap();
+        ])?;
         assert_eq!(sector(&o, 16)[..128], [2; 128], "reuse after cancel lost");
+        Ok(())
     }
 
     #[test]
@@ -965,7 +965,7 @@ mod tests {
     }
 
     #[test]
-    fn newer_v5_blocks_on_disk_are_kept() {
+    fn newer_v5_blocks_on_disk_are_kept() -> Result<()> {
         // A v5 directory data block of this filesystem stamped with LSN
         // 5/0: transactions of 4/0 and 5/0 are not replayed over it (for
         // buffers the kernel skips an equal LSN too), one of 6/0 is.
@@ -980,9 +980,10 @@ mod tests {
         };
         for (lsn, replayed) in [(4, false), (5, false), (6, true)] {
             let t = tx(lsn << 32, vec![buf_item(16, 0, 2, &[9; 128])]);
-            let o = replay(&geometry(), &dev, &[t]).unwrap();
+            let o = replay(&geometry(), &dev, &[t])?;
             assert_eq!(sector(&o, 16)[256] == 9, replayed, "lsn {lsn}");
         }
+        Ok(())
     }
 
     #[test]

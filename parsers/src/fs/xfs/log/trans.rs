@@ -237,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn split_regions_join_and_only_commits_count() {
+    fn split_regions_join_and_only_commits_count() -> crate::Result<()> {
         let mut b = Builder::default();
         // Transaction 1: header split over two records, an item whose
         // data region continues into the next record; then committed.
@@ -250,8 +250,7 @@ mod tests {
                 op(2, 0, &header()),
                 op(2, 0, &format(1)),
             ],
-        ))
-        .unwrap();
+        ))?;
         b.record(record(
             2 << 32,
             &[
@@ -259,20 +258,19 @@ mod tests {
                 op(1, 0, &format(2)),
                 op(1, CONTINUE, b"abc"),
             ],
-        ))
-        .unwrap();
+        ))?;
         b.record(record(
             3 << 32,
             &[op(1, WAS_CONT | END, b"def"), op(1, COMMIT, &[])],
-        ))
-        .unwrap();
+        ))?;
         // Transaction 2 never commits; 3 is not started in the log.
-        b.record(record(4 << 32, &[op(3, 0, b"slack")])).unwrap();
+        b.record(record(4 << 32, &[op(3, 0, b"slack")]))?;
         assert_eq!(b.committed.len(), 1);
         let t = &b.committed[0];
         assert_eq!(t.lsn, 1 << 32);
         assert_eq!(t.items.len(), 1);
         assert_eq!(t.items[0].regions, vec![format(2), b"abcdef".to_vec()]);
+        Ok(())
     }
 
     #[test]
