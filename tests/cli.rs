@@ -272,11 +272,22 @@ fn reading_commands_repeat_the_volume_warnings() {
         .set_len(full - (4 << 20))
         .unwrap();
     let want = format!("restorefs: warning: /: image is {} bytes", full - (4 << 20));
-    for args in [
+    let copy = tmp.path().join("README.txt");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut commands = vec![
         vec!["cat", s(&img), "/README.txt"],
         vec!["ls", s(&img), "/"],
-    ] {
+        vec!["cp", s(&img), "/README.txt", s(&copy)],
+    ];
+    if fuse_available() {
+        commands.push(vec!["mount", s(&img), s(&mnt)]);
+    }
+    for args in commands {
         let out = restorefs(&args);
+        if args[0] == "mount" {
+            ok(&["umount", s(&mnt)]);
+        }
         assert!(out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&want), "{args:?}: {err}");
