@@ -78,6 +78,8 @@ pub struct NtfsFs {
     warnings: Vec<String>,
     cache: Memo<NodeId, Node>,
     info: OnceLock<FsInfo>,
+    /// [`NtfsFs::shutdown_warnings`], read once.
+    shutdown: OnceLock<Vec<String>>,
     split: SplitRecords,
 }
 
@@ -157,6 +159,7 @@ impl NtfsFs {
             warnings,
             cache: Memo::new(CACHE_NODES),
             info: OnceLock::new(),
+            shutdown: OnceLock::new(),
             split: SplitRecords::default(),
         };
         // Record 0 lies in the $MFT's first run, so it reads without help.
@@ -640,8 +643,12 @@ impl NtfsFs {
 
     /// What says the volume on disk may lack the newest changes: the
     /// dirty flag, an unclean $LogFile, a hibernated Windows (see
-    /// [`shutdown`]).
-    fn shutdown_warnings(&self) -> Vec<String> {
+    /// [`shutdown`]); read once.
+    fn shutdown_warnings(&self) -> &[String] {
+        self.shutdown.get_or_init(|| self.read_shutdown_state())
+    }
+
+    fn read_shutdown_state(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut cur = self.cursor();
         match self.ntfs.volume_info(&mut cur) {
@@ -696,7 +703,7 @@ impl NtfsFs {
             }
             None => None,
         };
-        warnings.extend(self.shutdown_warnings());
+        warnings.extend_from_slice(self.shutdown_warnings());
         let cluster = u64::from(self.ntfs.cluster_size());
         let total_bytes = self.ntfs.size();
         // Bitmaps are read only as far as the source could hold clusters
@@ -747,7 +754,7 @@ impl FileSystem for NtfsFs {
             Some(i) => i.warnings.clone(),
             None => {
                 let mut w = self.warnings.clone();
-                w.extend(self.shutdown_warnings());
+                w.extend_from_slice(self.shutdown_warnings());
                 w
             }
         }
