@@ -293,60 +293,31 @@ impl LogDev<'_> {
     /// Up to `count` record headers searched backwards from `head` to
     /// `tail` (all the way round when they are equal): the last one found.
     fn rseek(&self, head: u64, tail: u64, count: u32) -> Result<Option<u64>> {
-        let mut found = 0;
-        let mut at = None;
         let end = if head > tail { tail } else { 0 };
-        let mut i = head;
-        while i > end {
-            i -= 1;
-            if self.is_header(i)? {
-                at = Some(i);
-                found += 1;
-                if found == count {
-                    return Ok(at);
-                }
-            }
-        }
-        if tail >= head {
-            let mut i = self.len;
-            while i > tail {
-                i -= 1;
-                if self.is_header(i)? {
-                    at = Some(i);
-                    found += 1;
-                    if found == count {
-                        return Ok(at);
-                    }
-                }
-            }
-        }
-        Ok(at)
+        let wrapped = if tail >= head { tail..self.len } else { 0..0 };
+        self.nth_header((end..head).rev().chain(wrapped.rev()), count)
     }
 
     /// Up to `count` record headers searched forwards from `tail` to
     /// `head`: the last one found.
     fn seek(&self, head: u64, tail: u64, count: u32) -> Result<Option<u64>> {
-        let mut found = 0;
-        let mut at = None;
         // Inclusive of the head, as the kernel's search.
         let end = if head > tail { head + 1 } else { self.len };
-        for i in tail..end.min(self.len) {
+        let wrapped = if tail > head { 0..head } else { 0..0 };
+        self.nth_header((tail..end.min(self.len)).chain(wrapped), count)
+    }
+
+    /// The `count`th record header among `blocks`, or the last one found
+    /// if there are fewer.
+    fn nth_header(&self, blocks: impl Iterator<Item = u64>, count: u32) -> Result<Option<u64>> {
+        let mut found = 0;
+        let mut at = None;
+        for i in blocks {
             if self.is_header(i)? {
                 at = Some(i);
                 found += 1;
                 if found == count {
-                    return Ok(at);
-                }
-            }
-        }
-        if tail > head {
-            for i in 0..head {
-                if self.is_header(i)? {
-                    at = Some(i);
-                    found += 1;
-                    if found == count {
-                        return Ok(at);
-                    }
+                    break;
                 }
             }
         }
