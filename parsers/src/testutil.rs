@@ -1,5 +1,7 @@
 //! What the parsers' tests share: scratch folders, a seeded generator for
-//! mutation loops, tool checks and command runs.
+//! mutation loops, tool checks and command runs. Test-only (`cfg(test)`):
+//! nothing here sees image data; a failure to set up a test panics with
+//! what failed.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,7 +19,8 @@ impl TempDir {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&p).unwrap();
+        std::fs::create_dir_all(&p)
+            .unwrap_or_else(|e| panic!("scratch folder {}: {e}", p.display()));
         TempDir(p)
     }
 
@@ -66,7 +69,9 @@ pub(crate) fn have(tool: &str) -> bool {
 
 /// Runs `cmd`; panics with its stderr on failure; its stdout.
 pub(crate) fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} did not run: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?}: {}",
