@@ -122,6 +122,15 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Writes `bytes` to stdout.
+pub fn write_out(bytes: &[u8]) -> Result<(), crate::commands::CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| crate::commands::CliError(format!("stdout: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,11 @@ use clap::{Parser, Subcommand};
 use restorefs_parsers::image::OpenOptions;
 
 /// Read files out of virtual-machine backup images without booting them.
+///
+/// IMAGE (and --parent) is a file, or a URL: http(s)://... (Range requests;
+/// Azure blob URLs with a SAS token too) or s3://bucket/key (AWS
+/// credentials and region from the environment or ~/.aws; AWS_ENDPOINT_URL
+/// for S3-compatible stores).
 #[derive(Parser)]
 #[command(name = "restorefs", version, about, max_term_width = 100)]
 struct Cli {
@@ -21,6 +26,12 @@ struct Cli {
     verbose: u8,
     #[command(flatten)]
     chain: ChainArgs,
+    #[command(flatten)]
+    view: ViewArgs,
+    /// Keep blocks of images read by URL in DIR, so a later session over
+    /// the same image version does not fetch them again.
+    #[arg(long, value_name = "DIR", global = true)]
+    cache_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,7 +39,7 @@ struct Cli {
 /// How a delta's parents are found (every command that opens an image).
 #[derive(clap::Args)]
 struct ChainArgs {
-    /// Parent file of a delta, instead of the one its link names;
+    /// Parent file (or URL) of a delta, instead of the one its link names;
     /// repeatable: the first is IMAGE's parent, the next that parent's, ...
     #[arg(long = "parent", value_name = "FILE", global = true)]
     parents: Vec<PathBuf>,
@@ -36,6 +47,20 @@ struct ChainArgs {
     /// warning.
     #[arg(long, global = true)]
     ignore_link_check: bool,
+}
+
+/// What the tree shows beyond the guest's files (every command that lists
+/// or reads).
+#[derive(clap::Args)]
+struct ViewArgs {
+    /// List `FILE#` beside every file that holds items (a mailbox's folders
+    /// and messages); `FILE#` is reachable by path without it.
+    #[arg(long, global = true)]
+    items: bool,
+    /// A `$Deleted` folder at the root of every NTFS, FAT and exFAT volume
+    /// with the deleted files the filesystem still records.
+    #[arg(long, global = true)]
+    deleted: bool,
 }
 
 #[derive(Subcommand)]
@@ -133,12 +158,18 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    restorefs_parsers::remote::configure(restorefs_parsers::remote::Settings {
+        cache_dir: cli.cache_dir.clone(),
+        ..Default::default()
+    });
     let spec = |all_points| commands::OpenSpec {
         chain: OpenOptions {
             parents: cli.chain.parents.clone(),
             ignore_link_check: cli.chain.ignore_link_check,
         },
         all_points,
+        items: cli.view.items,
+        deleted: cli.view.deleted,
     };
     let result = match cli.command {
         Command::Info {

@@ -23,6 +23,8 @@ pub fn run_target(target: &str, data: &[u8], fixtures: &Path) {
         "xfs" => harness::xfs(data),
         "fat" => harness::fat(data),
         "exfat" => harness::exfat(data),
+        "btrfs" => harness::btrfs(data),
+        "http_headers" => harness::http_headers(data),
         other => panic!("fuzz/regressions/{other}: no such target"),
     }
 }

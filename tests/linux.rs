@@ -257,10 +257,7 @@ fn linux_lvm_layout_and_lv_bytes() {
             w["type"].as_str().unwrap().to_lowercase()
         );
     }
-    assert!(
-        tree.volumes[2].partition.as_ref().unwrap().lvm_pv,
-        "p3 is the PV"
-    );
+    assert!(tree.volumes[2].is_lvm_pv(), "p3 is the PV");
     assert!(tree.volumes[0].fs().is_none(), "p1 (BIOS boot) is raw");
     assert_eq!(l["lvm"]["vg"], "rhel");
     assert_eq!(l["lvm"]["extent_size"], 4 << 20);

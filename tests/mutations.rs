@@ -261,6 +261,113 @@ fn reseal_vhd(d: &mut Mutated) {
     }
 }
 
+/// Btrfs superblock at 64 KiB and where its fsid and node size are.
+const BTRFS_SB: u64 = 64 << 10;
+
+fn crc32c(bytes: impl Iterator<Item = u8>) -> u32 {
+    let mut crc = !0u32;
+    for b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// The seed's tree-block size and fsid.
+fn btrfs_geometry(data: &[u8]) -> Option<(u64, [u8; 16])> {
+    let sb = data.get(BTRFS_SB as usize..BTRFS_SB as usize + 4096)?;
+    let nodesize = u64::from(u32::from_le_bytes(sb[0x94..0x98].try_into().ok()?));
+    Some((nodesize, sb[0x20..0x30].try_into().ok()?))
+}
+
+/// Superblock fields and, in every tree block of the seed, the header's
+/// bytenr, item count and level and each item's key, data offset and size
+/// (leaves) or key and child pointer (nodes): with the checksums resealed,
+/// these give keys out of order, huge items, loops and bad chunks.
+fn btrfs_fields(data: &[u8]) -> Vec<Field> {
+    let mut f = le(
+        &[
+            (0x50, 8),
+            (0x58, 8),
+            (0x70, 8),
+            (0x90, 4),
+            (0x94, 4),
+            (0xa0, 4),
+            (0xc4, 2),
+            (0xc6, 1),
+            (0xc7, 1),
+            (0x32b + 17, 8),
+            (0x32b + 17 + 16, 8),
+            (0x32b + 17 + 44, 2),
+            (0x32b + 17 + 56, 8),
+        ],
+        BTRFS_SB,
+    );
+    let Some((nodesize, fsid)) = btrfs_geometry(data) else {
+        return f;
+    };
+    let mut at = 0;
+    while at + nodesize <= data.len() as u64 {
+        let b = &data[at as usize..(at + nodesize) as usize];
+        if b[0x20..0x30] == fsid && at != BTRFS_SB {
+            f.extend(le(&[(0x30, 8), (0x60, 4), (0x64, 1)], at));
+            let n = u32::from_le_bytes(b[0x60..0x64].try_into().unwrap()) as u64;
+            let leaf = b[0x64] == 0;
+            for i in 0..n.min(200) {
+                let item = at + 101 + i * if leaf { 25 } else { 33 };
+                f.extend(le(
+                    &[
+                        (0, 8),
+                        (8, 1),
+                        (9, 8),
+                        (17, if leaf { 4 } else { 8 }),
+                        (21, 4),
+                    ],
+                    item,
+                ));
+            }
+        }
+        at += nodesize;
+    }
+    f
+}
+
+/// Recomputes the crc32c of the superblock and of every tree block a
+/// patch fell in.
+fn reseal_btrfs(d: &mut Mutated) {
+    let Some((nodesize, fsid)) = btrfs_geometry(&d.base) else {
+        return;
+    };
+    let mut blocks: Vec<(u64, u64)> = d
+        .patches
+        .keys()
+        .map(|&at| {
+            if (BTRFS_SB..BTRFS_SB + 4096).contains(&at) {
+                (BTRFS_SB, 4096)
+            } else {
+                (at / nodesize * nodesize, nodesize)
+            }
+        })
+        .collect();
+    blocks.dedup();
+    for (start, len) in blocks {
+        if start + len > d.len || (0x20..0x30).any(|i| d.get(start + i) != fsid[i as usize - 0x20])
+        {
+            continue;
+        }
+        let sum = crc32c((start + 32..start + len).map(|i| d.get(i)));
+        for (i, b) in sum.to_le_bytes().into_iter().enumerate() {
+            d.set(start + i as u64, b);
+        }
+    }
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -332,6 +439,9 @@ fn subjects(per_image: u64) -> Vec<Subject> {
     f.extend(mbr_fields(7 * 512));
     add("real/disk2.img", disk2, f, None);
     add("lvm/pv2.img", load("lvm/pv2.img"), Vec::new(), None);
+    let btrfs = load("btrfs/mixed.btrfs");
+    let f = btrfs_fields(&btrfs);
+    add("btrfs/mixed.btrfs", btrfs, f, Some(reseal_btrfs));
     add("real/testfs1", real("testfs1"), le(NTFS_BOOT, 0), None);
     add(
         "real/data.ext4.dat",

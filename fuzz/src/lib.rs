@@ -177,9 +177,12 @@ pub fn container(format: &str, data: &[u8], dir: &Path) {
 /// Target `volume`: GPT or MBR (and LVM on its partitions), every volume
 /// sampled.
 pub fn volume(data: &[u8]) {
-    let Ok(table) = volume::scan(&mem(data)) else {
+    let disk = mem(data);
+    let Ok(mut table) = volume::scan(&disk) else {
         return;
     };
+    let all: Vec<usize> = (0..table.volumes.len()).collect();
+    volume::add_lvm(&disk, &mut table, &all);
     let mut budget = MAX_READ;
     for v in &table.volumes {
         read_source(&v.source, &mut budget);
@@ -197,7 +200,7 @@ pub fn lvm(data: &[u8]) {
 
 /// The bytes opened by one filesystem's `open` and, if it takes them,
 /// walked: targets `ext`, `ntfs`, `xfs` (its log replayed in memory when
-/// dirty), `fat` (FAT12/16/32), `exfat`.
+/// dirty), `fat` (FAT12/16/32), `exfat`, `btrfs`.
 fn filesystem<F: FileSystem>(data: &[u8], open: impl Fn(Source) -> restorefs_parsers::Result<F>) {
     if let Ok(fs) = open(mem(data)) {
         walk_fs(&fs);
@@ -222,6 +225,16 @@ pub fn fat(data: &[u8]) {
 
 pub fn exfat(data: &[u8]) {
     filesystem(data, restorefs_parsers::fs::exfat::ExfatFs::open)
+}
+
+/// Opens `data` as a Btrfs volume and walks it (subvolumes, compressed
+/// extents), listing its subvolumes too.
+pub fn btrfs(data: &[u8]) {
+    filesystem(data, |src| {
+        let fs = restorefs_parsers::fs::btrfs::BtrfsFs::open(src)?;
+        let _ = fs.subvolumes();
+        Ok(fs)
+    })
 }
 
 /// Target `stack`: the bytes as a raw disk through the whole stack: table,
@@ -302,4 +315,18 @@ pub fn everything(file: Source, dir: &Path) -> usize {
         return 0;
     };
     RestoreTree::from_image(img).map_or(0, |tree| walk_tree(&tree))
+}
+
+/// Target `http_headers`: the header values restorefs parses itself when
+/// reading images by URL (`Content-Range`, HTTP dates), from any bytes a
+/// server might send. An accepted range must be consistent.
+pub fn http_headers(data: &[u8]) {
+    use restorefs_parsers::remote::wire;
+    let text = String::from_utf8_lossy(data);
+    if let Some(r) = wire::content_range(&text) {
+        if let (Some((first, last)), Some(total)) = (r.range, r.total) {
+            assert!(first <= last && last < total, "{text:?}");
+        }
+    }
+    let _ = wire::http_date(&text);
 }

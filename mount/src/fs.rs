@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use restorefs_parsers::fs::FileType;
 use restorefs_parsers::tree::{Entry, Node, RestoreTree};
@@ -31,6 +31,11 @@ const TTL: Duration = Duration::from_secs(3600);
 /// Reads up to this size per request; also the readahead window. 1 MiB is
 /// the kernel's largest FUSE request (256 pages).
 const MAX_IO: u32 = 1 << 20;
+
+thread_local! {
+    /// The read buffer of this request thread (see `read` below).
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// The restore tree as a FUSE filesystem.
 pub struct RestoreFs {
@@ -78,22 +83,10 @@ impl RestoreFs {
 
     /// `p1: node 1234`, for log lines.
     fn describe(&self, node: Node) -> String {
-        match node {
-            _ if node == self.root => "/".into(),
-            Node::Root => "/".into(),
-            Node::Point(k) => match self.tree.points.get(k) {
-                Some(p) => format!("/{}", p.name),
-                None => format!("restore point #{k}"),
-            },
-            Node::Raw(v) => match self.tree.volumes.get(v) {
-                Some(vol) => format!("/{}.img", vol.name),
-                None => format!("volume #{v}"),
-            },
-            Node::Fs(v, id) => match self.tree.volumes.get(v) {
-                Some(vol) => format!("{}: node {id}", vol.describe()),
-                None => format!("volume #{v}: node {id}"),
-            },
+        if node == self.root {
+            return "/".into();
         }
+        self.tree.describe(node)
     }
 
     /// Runs a handler body, turning a panic into EIO so one bad request
@@ -128,8 +121,7 @@ impl RestoreFs {
 
     fn blksize(&self, node: Node) -> u32 {
         self.tree
-            .volume_of(node)
-            .and_then(|v| v.fs())
+            .filesystem_of(node)
             .map(|fs| fs.info().block_size)
             .filter(|&b| b.is_power_of_two() && (512..=1 << 20).contains(&b))
             .unwrap_or(4096)
@@ -164,6 +156,42 @@ impl RestoreFs {
         }
     }
 
+    /// The attributes of `name` in directory `parent`.
+    ///
+    /// Inode numbers are the tree's node numbers ([`Node::ino`]), not
+    /// entries of a table: a lookup keeps nothing, so FORGET has nothing
+    /// to drop and a walk of millions of files keeps no memory here.
+    fn lookup_attr(&self, parent: INodeNo, name: &OsStr) -> Res<FileAttr> {
+        let dir = self.node(parent)?;
+        let node = self
+            .tree
+            .lookup(dir, name)
+            .map_err(|e| self.fail("lookup", dir, name.to_string_lossy(), e))?
+            .ok_or(Errno::ENOENT)?;
+        self.attr("lookup", node)
+    }
+
+    /// Lists directory `ino` once for all the readdir calls of one open;
+    /// kept until [`release_dir`](Self::release_dir), which the kernel
+    /// sends for every opendir answered.
+    fn open_dir(&self, ino: INodeNo) -> Res<u64> {
+        let node = self.node(ino)?;
+        let list = self.entries(node)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, list);
+        Ok(fh)
+    }
+
+    fn release_dir(&self, fh: FileHandle) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+    }
+
     /// `.` and `..` come first: FUSE leaves them to the filesystem. The
     /// parent is not tracked, so `..` carries the directory's own number;
     /// the kernel resolves `..` itself and never uses it.
@@ -184,11 +212,7 @@ impl RestoreFs {
     }
 
     fn statfs_of(&self, node: Node) -> (u64, u64, u64, u64, u32) {
-        let info = self
-            .tree
-            .volume_of(node)
-            .and_then(|v| v.fs())
-            .map(|fs| fs.info());
+        let info = self.tree.filesystem_of(node).map(|fs| fs.info());
         match (node, info) {
             (Node::Fs(..), Some(i)) => {
                 let bsize = u64::from(i.block_size.max(512));
@@ -256,16 +280,7 @@ impl Filesystem for RestoreFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let res = self.guard("lookup", parent, || {
-            let dir = self.node(parent)?;
-            let node = self
-                .tree
-                .lookup(dir, name)
-                .map_err(|e| self.fail("lookup", dir, name.to_string_lossy(), e))?
-                .ok_or(Errno::ENOENT)?;
-            self.attr("lookup", node)
-        });
-        match res {
+        match self.guard("lookup", parent, || self.lookup_attr(parent, name)) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -291,22 +306,15 @@ impl Filesystem for RestoreFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let res = self.guard("open", ino, || {
-            if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-                return Err(refuse("open for writing"));
-            }
-            let node = self.node(ino)?;
-            self.tree
-                .stat(node)
-                .map_err(|e| self.fail("open", node, "", e))
-        });
-        match res {
-            // The bytes never change: let the page cache keep them across
-            // opens.
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(e),
-        }
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // ENOSYS tells the kernel (4.19+) that opening files needs no
+        // server: it stops sending OPEN, FLUSH and RELEASE for files and
+        // opens them itself with FOPEN_KEEP_CACHE, which is what restorefs
+        // would answer anyway. Reading a small file then costs one request
+        // instead of four. Nothing is lost: files need no handle, writes
+        // are refused by the kernel for the read-only mount before any
+        // request is sent, and a file that cannot be read fails its read.
+        reply.error(Errno::ENOSYS);
     }
 
     fn read(
@@ -320,30 +328,38 @@ impl Filesystem for RestoreFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let res = self.guard("read", ino, || {
-            let node = self.node(ino)?;
-            let mut buf = vec![0u8; size.min(MAX_IO) as usize];
-            let mut done = 0;
-            // The kernel takes a short read for end of file, so fill the
-            // buffer unless the tree says the file ends.
-            while done < buf.len() {
-                let at = offset.saturating_add(done as u64);
-                let n = self
-                    .tree
-                    .read(node, at, &mut buf[done..])
-                    .map_err(|e| self.fail("read", node, format_args!("at {at}"), e))?;
-                if n == 0 {
-                    break;
-                }
-                done += n;
+        let want = size.min(MAX_IO) as usize;
+        // One buffer per request thread, reused: a fresh 1 MiB Vec per
+        // request is an mmap, a page fault and a zeroing pass per page, and
+        // an munmap, costing more than the copy into the reply.
+        READ_BUF.with_borrow_mut(|buf| {
+            if buf.len() < want {
+                buf.resize(want, 0);
             }
-            buf.truncate(done);
-            Ok(buf)
+            let buf = &mut buf[..want];
+            let res = self.guard("read", ino, || {
+                let node = self.node(ino)?;
+                let mut done = 0;
+                // The kernel takes a short read for end of file, so fill
+                // the buffer unless the tree says the file ends.
+                while done < buf.len() {
+                    let at = offset.saturating_add(done as u64);
+                    let n = self
+                        .tree
+                        .read(node, at, &mut buf[done..])
+                        .map_err(|e| self.fail("read", node, format_args!("at {at}"), e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    done += n;
+                }
+                Ok(done)
+            });
+            match res {
+                Ok(done) => reply.data(&buf[..done]),
+                Err(e) => reply.error(e),
+            }
         });
-        match res {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
-        }
     }
 
     fn flush(
@@ -370,17 +386,7 @@ impl Filesystem for RestoreFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let res = self.guard("opendir", ino, || {
-            let node = self.node(ino)?;
-            let list = self.entries(node)?;
-            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-            self.dirs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(fh, list);
-            Ok(fh)
-        });
-        match res {
+        match self.guard("opendir", ino, || self.open_dir(ino)) {
             Ok(fh) => reply.opened(
                 FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
@@ -487,10 +493,7 @@ impl Filesystem for RestoreFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
+        self.release_dir(fh);
         reply.ok();
     }
 
@@ -794,5 +797,230 @@ mod tests {
         let (blocks, _, _, _, bsize) = fs.statfs_of(root);
         assert_eq!(blocks * u64::from(bsize), 1 << 20);
         assert_eq!(fs.node(INodeNo(0)), Err(Errno::ENOENT));
+    }
+
+    /// A synthetic filesystem of `DIRS` directories of `PER_DIR` files
+    /// each, made up on demand: nothing is stored, so whatever memory a
+    /// walk keeps is the mount layer's.
+    struct Synthetic;
+
+    const DIRS: u64 = 1000;
+    const PER_DIR: u64 = 1000;
+    const ROOT: u64 = 1;
+
+    impl Synthetic {
+        fn file_id(d: u64, f: u64) -> u64 {
+            DIRS + 2 + d * PER_DIR + f
+        }
+        fn stat_of(node: u64, kind: FileType) -> restorefs_parsers::fs::Stat {
+            restorefs_parsers::fs::Stat {
+                node,
+                kind,
+                size: node % 4096,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                nlink: 1,
+                rdev: 0,
+                allocated: 4096,
+                atime: Default::default(),
+                mtime: Default::default(),
+                ctime: Default::default(),
+                crtime: None,
+            }
+        }
+    }
+
+    impl restorefs_parsers::fs::FileSystem for Synthetic {
+        fn info(&self) -> restorefs_parsers::fs::FsInfo {
+            restorefs_parsers::fs::FsInfo {
+                kind: "synthetic".into(),
+                block_size: 4096,
+                ..Default::default()
+            }
+        }
+        fn root(&self) -> u64 {
+            ROOT
+        }
+        fn lookup(&self, dir: u64, name: &OsStr) -> restorefs_parsers::Result<Option<u64>> {
+            let name = name.to_string_lossy();
+            let num = |prefix: &str| name.strip_prefix(prefix)?.parse::<u64>().ok();
+            Ok(match dir {
+                ROOT => num("d").filter(|&d| d < DIRS).map(|d| d + 2),
+                d if (2..DIRS + 2).contains(&d) => num("f")
+                    .filter(|&f| f < PER_DIR)
+                    .map(|f| Self::file_id(d - 2, f)),
+                _ => None,
+            })
+        }
+        fn read_dir(
+            &self,
+            dir: u64,
+        ) -> restorefs_parsers::Result<Vec<restorefs_parsers::fs::DirEntry>> {
+            let entry = |name: String, node, kind| restorefs_parsers::fs::DirEntry {
+                name: name.into(),
+                node,
+                kind,
+            };
+            Ok(match dir {
+                ROOT => (0..DIRS)
+                    .map(|d| entry(format!("d{d}"), d + 2, FileType::Dir))
+                    .collect(),
+                d => (0..PER_DIR)
+                    .map(|f| entry(format!("f{f}"), Self::file_id(d - 2, f), FileType::File))
+                    .collect(),
+            })
+        }
+        fn stat(&self, node: u64) -> restorefs_parsers::Result<restorefs_parsers::fs::Stat> {
+            let dir = node < DIRS + 2;
+            Ok(Self::stat_of(
+                node,
+                if dir { FileType::Dir } else { FileType::File },
+            ))
+        }
+        fn read(
+            &self,
+            _node: u64,
+            _offset: u64,
+            _buf: &mut [u8],
+        ) -> restorefs_parsers::Result<usize> {
+            Ok(0)
+        }
+        fn read_link(&self, node: u64) -> restorefs_parsers::Result<std::ffi::OsString> {
+            Err(Error::NotASymlink(format!("{node}")))
+        }
+        fn xattrs(
+            &self,
+            _node: u64,
+        ) -> restorefs_parsers::Result<Vec<(std::ffi::OsString, Vec<u8>)>> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Bytes this thread has allocated and not freed, and the most it
+    /// held since the last reset: a global allocator that counts per
+    /// thread, so tests running beside this one do not count.
+    mod held {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            static NOW: Cell<isize> = const { Cell::new(0) };
+            static PEAK: Cell<isize> = const { Cell::new(0) };
+        }
+
+        fn add(n: isize) {
+            // try_with: a thread being torn down still frees memory.
+            let _ = NOW.try_with(|now| {
+                now.set(now.get() + n);
+                let _ = PEAK.try_with(|p| p.set(p.get().max(now.get())));
+            });
+        }
+
+        /// (held now, peak) in bytes; the peak restarts from now.
+        pub fn take() -> (isize, isize) {
+            let now = NOW.with(Cell::get);
+            let peak = PEAK.with(|p| p.replace(now));
+            (now, peak)
+        }
+
+        struct Counting;
+
+        // SAFETY: every call is passed on to the system allocator as it is.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+                add(l.size() as isize);
+                unsafe { System.alloc(l) }
+            }
+            unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+                add(l.size() as isize);
+                unsafe { System.alloc_zeroed(l) }
+            }
+            unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+                add(-(l.size() as isize));
+                unsafe { System.dealloc(p, l) }
+            }
+            unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+                add(new as isize - l.size() as isize);
+                unsafe { System.realloc(p, l, new) }
+            }
+        }
+
+        #[global_allocator]
+        static COUNTING: Counting = Counting;
+    }
+
+    /// Scale, not speed: a million files walked the way the kernel walks
+    /// them (lookup of every name, opendir/readdir/releasedir of every
+    /// directory, getattr of every node) leave no per-node state in the
+    /// mount layer, and its memory does not grow with the walk.
+    #[test]
+    fn a_million_files_walk_in_bounded_memory() {
+        use restorefs_parsers::fs::FsKind;
+        use restorefs_parsers::tree::{TreeVolume, VolumeState};
+
+        let mut tree = blank().tree;
+        let source = tree.volumes[0].source.clone();
+        tree.volumes = vec![TreeVolume {
+            name: "root".into(),
+            partition: None,
+            source,
+            state: VolumeState::Fs(FsKind::Ext, Arc::new(Synthetic)),
+        }];
+        tree.bare = true;
+        let fs = RestoreFs::new(tree, "synthetic".into());
+        let root = INodeNo::ROOT;
+        assert_eq!(fs.node(root).unwrap(), Node::Fs(0, ROOT));
+
+        let mut walked = 0u64;
+        let (base, _) = held::take();
+        let root_fh = fs.open_dir(root).unwrap();
+        let dirs = fs
+            .listing(fs.node(root).unwrap(), FileHandle(root_fh))
+            .unwrap();
+        assert_eq!(dirs.len() as u64, DIRS);
+        for (k, d) in dirs.iter().enumerate() {
+            let dattr = fs.lookup_attr(root, &d.name).unwrap();
+            assert_eq!(dattr.kind, fuser::FileType::Directory);
+            let fh = fs.open_dir(dattr.ino).unwrap();
+            let files = fs
+                .listing(fs.node(dattr.ino).unwrap(), FileHandle(fh))
+                .unwrap();
+            for f in files.iter() {
+                let a = fs.lookup_attr(dattr.ino, &f.name).unwrap();
+                assert_eq!(a.ino.0, fs.ino(f.node));
+                let again = fs.attr("getattr", fs.node(a.ino).unwrap()).unwrap();
+                assert_eq!(again.size, a.size);
+                walked += 1;
+            }
+            fs.release_dir(FileHandle(fh));
+            drop(files);
+            // Nothing of a finished directory stays behind (but the open
+            // root's listing and the handle map's few slots).
+            let (now, _) = held::take();
+            assert!(
+                now - base < 256 << 10,
+                "after directory {k}: {} bytes held",
+                now - base
+            );
+        }
+        fs.release_dir(FileHandle(root_fh));
+        assert_eq!(walked, DIRS * PER_DIR);
+        // Every listing was dropped at its releasedir.
+        assert!(fs.dirs.lock().unwrap().is_empty());
+        drop(dirs);
+        let (now, peak) = held::take();
+        // The handle map keeps its few empty slots; nothing else remains.
+        assert!(
+            now - base < 4096,
+            "{} bytes still held after the walk",
+            now - base
+        );
+        // At most the root's and one directory's listing at a time.
+        assert!(
+            peak - base < 1 << 20,
+            "peak {} bytes during the walk",
+            peak - base
+        );
     }
 }

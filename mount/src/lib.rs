@@ -1,10 +1,11 @@
 //! FUSE front end: serves a [`RestoreTree`] as a read-only filesystem.
 //!
 //! This crate knows no on-disk format. It maps tree nodes to FUSE inodes
-//! ([`Node::ino`], with the tree's root as inode 1), tree errors to errno
-//! values, and refuses every write with `EROFS`. Mounting, serving and
-//! signal handling are here; daemonizing is the caller's business because
-//! it has to happen between opening the image and mounting.
+//! ([`Node::ino`](restorefs_parsers::tree::Node::ino), with the tree's
+//! root as inode 1), tree errors to errno values, and refuses every write
+//! with `EROFS`. Mounting, serving and signal handling are here;
+//! daemonizing is the caller's business because it has to happen between
+//! opening the image and mounting.
 
 mod attr;
 mod fs;

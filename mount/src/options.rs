@@ -120,6 +120,10 @@ impl MountOptions {
         let mut config = Config::default();
         config.acl = self.acl;
         config.n_threads = Some(self.threads.max(1));
+        // Each thread reads requests from its own clone of the /dev/fuse
+        // descriptor, so the kernel hands requests to idle threads without
+        // them all waking on one queue.
+        config.clone_fd = true;
         config
     }
 }

@@ -95,20 +95,46 @@ impl ChunkCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let chunk: Arc<[u8]> = load()?.into();
-        if chunk.len() <= self.shard_budget {
-            let mut s = lock(shard);
-            if let Some(old) = s.map.put(key, chunk.clone()) {
-                s.used -= old.len();
-            }
-            s.used += chunk.len();
-            while s.used > self.shard_budget {
-                match s.map.pop_lru() {
-                    Some((_, v)) => s.used -= v.len(),
-                    None => break,
-                }
+        self.put(key, chunk.clone());
+        Ok(chunk)
+    }
+
+    /// The chunk `(owner, index)` if held (counted as a hit or a miss).
+    pub fn get(&self, owner: u64, index: u64) -> Option<Arc<[u8]>> {
+        let hit = lock(self.shard(&(owner, index)))
+            .map
+            .get(&(owner, index))
+            .cloned();
+        let counter = if hit.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        hit
+    }
+
+    /// Keeps `chunk` as `(owner, index)`, replacing what was there: for a
+    /// loader that fetches several chunks at once.
+    pub fn insert(&self, owner: u64, index: u64, chunk: Arc<[u8]>) {
+        self.put((owner, index), chunk);
+    }
+
+    fn put(&self, key: Key, chunk: Arc<[u8]>) {
+        if chunk.len() > self.shard_budget {
+            return;
+        }
+        let mut s = lock(self.shard(&key));
+        if let Some(old) = s.map.put(key, chunk.clone()) {
+            s.used -= old.len();
+        }
+        s.used += chunk.len();
+        while s.used > self.shard_budget {
+            match s.map.pop_lru() {
+                Some((_, v)) => s.used -= v.len(),
+                None => break,
             }
         }
-        Ok(chunk)
     }
 
     /// Budget, bytes held, hits and misses.

@@ -4,6 +4,8 @@
 //! byte source into the next, all joined by the positional [`ReadAt`] trait:
 //!
 //! - [`image`]: container formats (raw today) -> one virtual disk;
+//!   its files found through [`image::Locator`] (host paths, memory, and
+//!   URLs read by [`remote`]);
 //! - [`volume`]: partition tables (GPT, MBR with logical partitions) -> volumes;
 //! - [`fs`]: filesystems (NTFS, ext2/3/4, FAT12/16/32, exFAT) -> nodes behind
 //!   [`fs::FileSystem`];
@@ -31,6 +33,7 @@ pub mod fs;
 pub mod image;
 pub mod memo;
 pub mod readat;
+pub mod remote;
 #[cfg(test)]
 mod testutil;
 pub mod tree;

@@ -79,3 +79,11 @@ pub(crate) fn run(cmd: &mut Command) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// A third-party image kept in the repository (`testimages/real/`, with
+/// its source and licence in the README there).
+pub fn real_image(name: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testimages/real")
+        .join(name)
+}

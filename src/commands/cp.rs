@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use restorefs_parsers::image::display_name;
 use restorefs_parsers::tree::{copy_out, copy_stream_out, safe_name, CopyOptions, CopyReport};
 
 use super::{open, warn_volumes, CliError, CliResult, OpenSpec};
@@ -29,11 +30,19 @@ pub fn run(
         )));
     }
     let bar = progress_bar();
-    let tick = |n: u64| bar.inc(n);
+    let tick = |n: u64| {
+        bar.inc(n);
+        let fetched = restorefs_parsers::remote::fetched_bytes();
+        if fetched > 0 {
+            bar.set_message(format!("{} fetched", indicatif::HumanBytes(fetched)));
+        }
+    };
     let opts = CopyOptions {
         recursive,
         force,
         progress: Some(&tick),
+        // One copying thread per CPU.
+        threads: 0,
     };
     let mut report = CopyReport::default();
     for src in sources {
@@ -76,9 +85,9 @@ pub fn run(
     }
     for (what, why) in &report.failed {
         if why.starts_with(what.as_str()) {
-            eprintln!("restorefs: {}: {why}", image.display());
+            eprintln!("restorefs: {}: {why}", display_name(image));
         } else {
-            eprintln!("restorefs: {}: {what}: {why}", image.display());
+            eprintln!("restorefs: {}: {what}: {why}", display_name(image));
         }
     }
     tracing::info!(
@@ -100,7 +109,7 @@ pub fn run(
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {bytes} copied ({bytes_per_sec}) {elapsed}")
+        ProgressStyle::with_template("{spinner} {bytes} copied ({bytes_per_sec}) {elapsed} {msg}")
     {
         bar.set_style(style);
     }

@@ -1,56 +1,65 @@
+//! `restorefs info`: the image, its chain, its table and every volume, as
+//! text or as one JSON object whose schema is the same for every format
+//! (README, "info --json").
+
 use std::path::Path;
 use std::process::ExitCode;
 
-use restorefs_parsers::tree::{RestoreTree, VolumeState};
-use restorefs_parsers::volume::{self, Scheme};
-use serde_json::{json, Value};
+use restorefs_parsers::image::{ChainLayer, ImageReport};
+use restorefs_parsers::tree::{RestoreTree, TreeVolume, VolumeState};
+use restorefs_parsers::volume::{self, Scheme, Table, VolumeKind};
+use serde_json::{json, Map, Value};
 
-use restorefs_parsers::image::{self, ChainLayer};
-
-use super::{open, warn_failed_links, CliError, CliResult, OpenSpec};
-use crate::format::human_bytes;
+use super::{open, CliResult, OpenSpec};
+use crate::format::{human_bytes, write_out};
 
 /// `restorefs info IMAGE [--json] [--all-points]`.
 ///
 /// With `--all-points`, the chain and then each restore point (oldest
 /// first) as `info` of that point alone would show it.
 pub fn run(image: &Path, json: bool, spec: &OpenSpec) -> CliResult {
-    if !spec.all_points {
-        let tree = open(image, spec)?;
-        let v = describe(image, &tree);
-        if json {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        } else {
-            print_text(&v);
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let img = image::open_with(image, &spec.chain).map_err(|e| CliError::at(image, e))?;
-    warn_failed_links(&img.chain);
-    let chain = chain_json(&img.chain);
-    let mut points = Vec::new();
-    for (k, point) in img.into_points().into_iter().enumerate() {
-        let file = point.chain.first().map(|l| l.file.clone());
-        let file = file.as_deref().unwrap_or(image);
-        let tree = RestoreTree::from_image(point).map_err(|e| CliError::at(file, e))?;
-        let mut v = describe(file, &tree);
-        let stem = file
-            .file_stem()
-            .map_or_else(|| "point".into(), |s| s.to_string_lossy().into_owned());
-        v["point"] = json!(format!("@{}-{stem}", k + 1));
-        points.push(v);
-    }
-    if json {
-        let v = json!({ "image": image.display().to_string(), "chain": chain, "points": points });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    let tree = open(image, spec)?;
+    let name = restorefs_parsers::image::display_name(image);
+    let v = if tree.points.is_empty() {
+        let volumes: Vec<usize> = (0..tree.volumes.len()).collect();
+        let report = tree.image.report();
+        describe(
+            &name,
+            &report,
+            &tree.image.chain,
+            &tree.table,
+            &tree,
+            &volumes,
+        )
     } else {
-        print_chain(&chain);
-        for v in &points {
-            println!();
-            println!("== {} ==", v["point"].as_str().unwrap_or(""));
-            print_text(v);
+        let points: Vec<Value> = tree
+            .points
+            .iter()
+            .map(|p| {
+                let volumes: Vec<usize> = (p.first..p.first + p.count).collect();
+                let file = restorefs_parsers::image::display_name(&p.file);
+                let mut v = describe(&file, &p.report, &p.chain, &p.table, &tree, &volumes);
+                v["point"] = json!(p.name);
+                v["point_kind"] = json!(p.kind.name());
+                v["point_time"] = json!(p.time.map(|t| t.secs));
+                v
+            })
+            .collect();
+        json!({ "image": name, "chain": chain_json(&tree.image.chain), "points": points })
+    };
+    let text = if json {
+        format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+    } else if tree.points.is_empty() {
+        text(&v)
+    } else {
+        let mut out = chain_text(&v["chain"]);
+        for p in v["points"].as_array().into_iter().flatten() {
+            out.push_str(&format!("\n== {} ==\n", p["point"].as_str().unwrap_or("")));
+            out.push_str(&text(p));
         }
-    }
+        out
+    };
+    write_out(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -62,131 +71,236 @@ fn chain_json(chain: &[ChainLayer]) -> Value {
             "format": l.format,
             "link": l.link,
             "parent": l.parent.as_ref().map(|p| p.display().to_string()),
-            "check": l.check,
+            "check": l.check.to_string(),
+            "check_status": l.check.status(),
         }))
         .collect::<Vec<_>>())
 }
 
 /// The chain, newest first: each file, its format, its link and check.
-fn print_chain(chain: &Value) {
+fn chain_text(chain: &Value) -> String {
+    let mut out = String::new();
     let layers = chain.as_array().map_or(&[][..], |a| a.as_slice());
     if layers.len() < 2 {
-        return;
+        return out;
     }
     for (i, l) in layers.iter().enumerate() {
-        println!(
-            "{:<11} {} ({})",
+        out.push_str(&format!(
+            "{:<11} {} ({})\n",
             if i == 0 { "chain:" } else { "" },
             l["file"].as_str().unwrap_or(""),
             l["format"].as_str().unwrap_or("")
-        );
+        ));
         if let Some(link) = l["link"].as_str() {
-            println!(
-                "              parent link {link} -> {}: {}",
+            out.push_str(&format!(
+                "              parent link {link} -> {}: {}\n",
                 l["parent"].as_str().unwrap_or("?"),
                 l["check"].as_str().unwrap_or("")
-            );
+            ));
         }
     }
+    out
 }
 
-fn describe(image: &Path, tree: &RestoreTree) -> Value {
-    let img = &tree.image;
+/// The image report's fields: the same keys for every format.
+fn report_json(r: &ImageReport) -> Map<String, Value> {
+    let f = &r.facts;
+    let mut o = Map::new();
+    o.insert("format".into(), json!(r.format));
+    o.insert("subformat".into(), json!(f.subformat));
+    o.insert("virtual_size".into(), json!(r.virtual_size));
+    o.insert("file_bytes".into(), json!(r.file_bytes));
+    o.insert("allocated_bytes".into(), json!(f.allocated_bytes));
+    o.insert("block_size".into(), json!(f.block_size));
+    o.insert("cache_budget".into(), json!(f.cache_budget));
+    let numbers: Map<String, Value> = f
+        .numbers
+        .iter()
+        .map(|(k, v)| ((*k).into(), json!(v)))
+        .collect();
+    let labels: Map<String, Value> = f
+        .labels
+        .iter()
+        .map(|(k, v)| ((*k).into(), json!(v)))
+        .collect();
+    o.insert("numbers".into(), Value::Object(numbers));
+    o.insert("labels".into(), Value::Object(labels));
+    o.insert("notes".into(), json!(r.notes));
+    o
+}
+
+fn table_json(t: &Table) -> Value {
     let mut table = json!({
-        "scheme": tree.table.scheme.name(),
-        "sector_size": tree.table.sector_size,
-        "notes": tree.table.notes,
+        "scheme": t.scheme.name(),
+        "sector_size": t.sector_size,
+        "notes": t.notes,
+        "disk_guid": null,
+        "from_backup": false,
     });
     if let Scheme::Gpt {
         disk_guid,
         from_backup,
-    } = &tree.table.scheme
+    } = &t.scheme
     {
         table["disk_guid"] = json!(disk_guid);
         table["from_backup"] = json!(from_backup);
     }
-    let volumes: Vec<Value> = tree
-        .volumes
-        .iter()
-        .map(|v| {
-            let mut o = json!({ "name": v.name, "size": v.size() });
-            if let Some(p) = &v.partition {
-                // An LV has neither: its extents may lie anywhere on its PVs.
-                let lv = p.type_id == "lvm2-lv";
-                o["number"] = if lv { Value::Null } else { json!(p.number) };
-                o["offset"] = if lv { Value::Null } else { json!(p.offset) };
-                o["type"] = json!(p.type_id);
-                o["type_name"] = json!(volume::type_name(&p.type_id));
-                if let Some(g) = &p.part_guid {
-                    o["partition_guid"] = json!(g);
-                }
-                if let Some(l) = &p.part_label {
-                    o["partition_label"] = json!(l);
-                }
-            }
-            match &v.state {
-                VolumeState::Fs(_, fs) => {
-                    let i = fs.info();
-                    o["filesystem"] = json!(i.kind);
-                    o["label"] = json!(i.label);
-                    o["uuid"] = json!(i.uuid);
-                    o["block_size"] = json!(i.block_size);
-                    o["total_bytes"] = json!(i.total_bytes);
-                    o["free_bytes"] = json!(i.free_bytes);
-                    o["used_bytes"] = json!(i.total_bytes.saturating_sub(i.free_bytes));
-                    o["warnings"] = json!(i.warnings);
-                    o["path"] = json!(if tree.bare {
-                        "/".to_string()
-                    } else {
-                        format!("/{}", v.name)
-                    });
-                }
-                VolumeState::Failed(kind, err) => {
-                    o["filesystem"] = json!(format!("{kind:?}").to_lowercase());
-                    o["error"] = json!(err);
-                    o["path"] = json!(format!("/{}.img", v.name));
-                }
-                VolumeState::Unknown if v.is_container() => {
-                    o["filesystem"] = json!("extended");
-                    o["path"] = Value::Null;
-                }
-                VolumeState::Unknown => {
-                    o["filesystem"] = Value::Null;
-                    o["path"] = json!(format!("/{}.img", v.name));
-                }
-            }
-            o
-        })
-        .collect();
-    json!({
-        "image": image.display().to_string(),
-        "format": img.format,
-        "virtual_size": img.disk.size(),
-        "file_bytes": img.file_bytes,
-        "details": img.details.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
-        "notes": img.notes,
-        "chain": chain_json(&img.chain),
-        "partition_table": table,
-        "volumes": volumes,
-    })
+    table
 }
 
-fn print_text(v: &Value) {
+fn describe(
+    image: &str,
+    report: &ImageReport,
+    chain: &[ChainLayer],
+    table: &Table,
+    tree: &RestoreTree,
+    volumes: &[usize],
+) -> Value {
+    let mut o = Map::new();
+    o.insert("image".into(), json!(image));
+    o.extend(report_json(report));
+    o.insert("chain".into(), chain_json(chain));
+    o.insert("partition_table".into(), table_json(table));
+    let vols: Vec<Value> = volumes
+        .iter()
+        .filter_map(|&i| tree.volumes.get(i).map(|v| volume_json(tree, i, v)))
+        .collect();
+    o.insert("volumes".into(), json!(vols));
+    Value::Object(o)
+}
+
+fn volume_json(tree: &RestoreTree, i: usize, v: &TreeVolume) -> Value {
+    let path = format!("/{}", tree.volume_path(i).join("/"));
+    let kind = match v.partition.as_ref().map(|p| p.kind) {
+        None => "disk",
+        Some(VolumeKind::Partition) => "partition",
+        Some(VolumeKind::Extended) => "extended",
+        Some(VolumeKind::LogicalVolume) => "logical_volume",
+    };
+    let mut o = json!({
+        "name": v.name,
+        "kind": kind,
+        "size": v.size(),
+        "number": null,
+        "offset": null,
+        "type": null,
+        "type_name": null,
+        "partition_guid": null,
+        "partition_label": null,
+        "state": "unknown",
+        "filesystem": null,
+        "label": null,
+        "uuid": null,
+        "block_size": null,
+        "total_bytes": null,
+        "free_bytes": null,
+        "used_bytes": null,
+        "warnings": [],
+        "subvolumes": [],
+        "error": null,
+        "path": format!("{path}.img"),
+    });
+    if let Some(p) = &v.partition {
+        // An LV has neither: its extents may lie anywhere on its PVs.
+        if p.kind != VolumeKind::LogicalVolume {
+            o["number"] = json!(p.number);
+            o["offset"] = json!(p.offset);
+        }
+        o["type"] = json!(p.type_id);
+        o["type_name"] = json!(volume::type_name(&p.type_id));
+        o["partition_guid"] = json!(p.part_guid);
+        o["partition_label"] = json!(p.part_label);
+    }
+    match &v.state {
+        VolumeState::Fs(_, fs) => {
+            let i = fs.info();
+            o["state"] = json!("filesystem");
+            o["filesystem"] = json!(i.kind);
+            o["label"] = json!(i.label);
+            o["uuid"] = json!(i.uuid);
+            o["block_size"] = json!(i.block_size);
+            o["total_bytes"] = json!(i.total_bytes);
+            o["free_bytes"] = json!(i.free_bytes);
+            o["used_bytes"] = json!(i.total_bytes.saturating_sub(i.free_bytes));
+            let mut warnings = i.warnings;
+            match fs.subvolumes() {
+                Ok(s) => {
+                    o["subvolumes"] = s
+                        .iter()
+                        .map(|s| {
+                            json!({
+                                "id": s.id,
+                                "path": s.path.as_ref().map(|p| p.to_string_lossy()),
+                                "generation": s.generation,
+                                "read_only": s.read_only,
+                                "default": s.default,
+                                "uuid": s.uuid,
+                            })
+                        })
+                        .collect()
+                }
+                Err(e) => warnings.push(format!("subvolumes not listed: {e}")),
+            }
+            o["warnings"] = json!(warnings);
+            o["path"] = json!(path);
+        }
+        VolumeState::Failed(kind, err) => {
+            o["state"] = json!("failed");
+            o["filesystem"] = json!(kind.name());
+            o["error"] = json!(err);
+        }
+        VolumeState::LvmPv => {
+            o["state"] = json!("lvm_pv");
+        }
+        VolumeState::Unknown if v.is_container() => {
+            o["state"] = json!("extended");
+            o["filesystem"] = json!("extended");
+            o["path"] = Value::Null;
+        }
+        VolumeState::Unknown => {}
+    }
+    o
+}
+
+fn text(v: &Value) -> String {
+    let mut out = String::new();
     let num = |x: &Value| x.as_u64().unwrap_or(0);
-    println!("image:      {}", v["image"].as_str().unwrap_or(""));
-    println!(
-        "format:     {} ({}, {} on disk)",
+    out.push_str(&format!(
+        "image:      {}\n",
+        v["image"].as_str().unwrap_or("")
+    ));
+    let sub = v["subformat"]
+        .as_str()
+        .map_or_else(String::new, |s| format!(" {s}"));
+    out.push_str(&format!(
+        "format:     {}{sub} ({}, {} on disk)\n",
         v["format"].as_str().unwrap_or(""),
         human_bytes(num(&v["virtual_size"])),
         human_bytes(num(&v["file_bytes"]))
-    );
-    for (k, val) in v["details"].as_object().into_iter().flatten() {
-        println!("{:<11} {}", format!("{k}:"), val.as_str().unwrap_or(""));
+    ));
+    for (key, label) in [
+        ("allocated_bytes", "allocated:"),
+        ("block_size", "block:"),
+        ("cache_budget", "cache:"),
+    ] {
+        if let Some(n) = v[key].as_u64() {
+            out.push_str(&format!("{label:<11} {} ({n} bytes)\n", human_bytes(n)));
+        }
+    }
+    for (k, val) in v["numbers"].as_object().into_iter().flatten() {
+        out.push_str(&format!("{:<11} {}\n", format!("{k}:"), val));
+    }
+    for (k, val) in v["labels"].as_object().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<11} {}\n",
+            format!("{k}:"),
+            val.as_str().unwrap_or("")
+        ));
     }
     for n in v["notes"].as_array().into_iter().flatten() {
-        println!("note:       {}", n.as_str().unwrap_or(""));
+        out.push_str(&format!("note:       {}\n", n.as_str().unwrap_or("")));
     }
-    print_chain(&v["chain"]);
+    out.push_str(&chain_text(&v["chain"]));
     let t = &v["partition_table"];
     let mut scheme = t["scheme"].as_str().unwrap_or("").to_string();
     if let Some(g) = t["disk_guid"].as_str() {
@@ -195,11 +309,11 @@ fn print_text(v: &Value) {
     if t["from_backup"].as_bool() == Some(true) {
         scheme.push_str(" [primary header damaged: read from the backup header]");
     }
-    println!("table:      {scheme}");
+    out.push_str(&format!("table:      {scheme}\n"));
     for n in t["notes"].as_array().into_iter().flatten() {
-        println!("warning:    {}", n.as_str().unwrap_or(""));
+        out.push_str(&format!("warning:    {}\n", n.as_str().unwrap_or("")));
     }
-    println!();
+    out.push('\n');
     let mut rows = vec![[
         "VOLUME", "OFFSET", "SIZE", "TYPE", "FS", "LABEL", "USED", "FREE",
     ]
@@ -207,7 +321,7 @@ fn print_text(v: &Value) {
     let mut extra: Vec<Vec<String>> = vec![Vec::new()];
     for vol in v["volumes"].as_array().into_iter().flatten() {
         let text = |x: &Value| x.as_str().unwrap_or("-").to_string();
-        let (used, free) = if vol.get("total_bytes").is_some() {
+        let (used, free) = if vol["total_bytes"].is_u64() {
             (
                 human_bytes(num(&vol["used_bytes"])),
                 human_bytes(num(&vol["free_bytes"])),
@@ -235,6 +349,17 @@ fn print_text(v: &Value) {
         for w in vol["warnings"].as_array().into_iter().flatten() {
             lines.push(format!("warning: {}", w.as_str().unwrap_or("")));
         }
+        for s in vol["subvolumes"].as_array().into_iter().flatten() {
+            let flag = |k: &str, t: &'static str| if s[k].as_bool() == Some(true) { t } else { "" };
+            lines.push(format!(
+                "subvolume {} gen {} {}{}{}",
+                num(&s["id"]),
+                num(&s["generation"]),
+                s["path"].as_str().unwrap_or("(unlinked)"),
+                flag("read_only", " [read-only]"),
+                flag("default", " [default]"),
+            ));
+        }
         extra.push(lines);
     }
     // Columns as wide as their widest cell; numbers right-aligned.
@@ -254,9 +379,11 @@ fn print_text(v: &Value) {
                 }
             })
             .collect();
-        println!("{}", cells.join("  ").trim_end());
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
         for l in lines {
-            println!("    {l}");
+            out.push_str(&format!("    {l}\n"));
         }
     }
+    out
 }

@@ -3,6 +3,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use restorefs_parsers::fs::FileType;
+use restorefs_parsers::image::display_name;
 use restorefs_parsers::tree::{Node, RestoreTree};
 
 use super::{open, warn_volumes, CliError, CliResult, OpenSpec};
@@ -72,7 +73,7 @@ impl<W: Write> Lister<'_, W> {
         let mut entries = match self.tree.read_dir(node) {
             Ok(e) => e,
             Err(e) => {
-                eprintln!("restorefs: {}: {path}: {e}", self.image.display());
+                eprintln!("restorefs: {}: {path}: {e}", display_name(self.image));
                 self.failed = true;
                 return Ok(());
             }
@@ -105,7 +106,7 @@ impl<W: Write> Lister<'_, W> {
         let st = match self.tree.stat(node) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("restorefs: {}: {path}: {e}", self.image.display());
+                eprintln!("restorefs: {}: {path}: {e}", display_name(self.image));
                 self.failed = true;
                 return Ok(());
             }
@@ -114,7 +115,7 @@ impl<W: Write> Lister<'_, W> {
             match self.tree.read_link(node) {
                 Ok(t) => Some(t.to_string_lossy().into_owned()),
                 Err(e) => {
-                    eprintln!("restorefs: {}: {path}: {e}", self.image.display());
+                    eprintln!("restorefs: {}: {path}: {e}", display_name(self.image));
                     self.failed = true;
                     None
                 }

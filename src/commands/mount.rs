@@ -22,7 +22,8 @@ pub fn run(
     opts: &[String],
     spec: &OpenSpec,
 ) -> CliResult {
-    let image_abs = image.canonicalize().map_err(|e| CliError::at(image, e))?;
+    let image_abs =
+        restorefs_parsers::image::mount_name(image).map_err(|e| CliError::at(image, e))?;
     let mut options = MountOptions::new(&image_abs.to_string_lossy());
     for o in opts {
         options.add(o).map_err(|e| CliError(format!("-o {e}")))?;
@@ -34,7 +35,7 @@ pub fn run(
     if foreground {
         let mounted = restorefs_mount::mount(tree, &dir, &options)
             .map_err(|e| CliError(format!("{}: mount failed: {e}", dir.display())))?;
-        tracing::info!("{} mounted on {}", image.display(), dir.display());
+        tracing::info!("{} mounted on {}", image_abs.display(), dir.display());
         mounted
             .serve()
             .map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
@@ -77,7 +78,7 @@ fn parent(pid: libc::pid_t, rx: OwnedFd, image: &Path, dir: &Path) -> CliResult 
     }
     Err(CliError(format!(
         "{} on {}: {msg}",
-        image.display(),
+        restorefs_parsers::image::display_name(image),
         dir.display()
     )))
 }

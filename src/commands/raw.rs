@@ -18,14 +18,10 @@ pub fn run(
     let tree = open(image, spec)?;
     let src: Source = match volume {
         None => tree.image.disk.clone(),
-        Some(name) => {
-            let name = name.trim_start_matches('/').trim_end_matches(".img");
-            tree.volumes
-                .iter()
-                .find(|v| v.name == name)
-                .map(|v| v.source.clone())
-                .ok_or_else(|| CliError::at(image, format!("no volume named {name}")))?
-        }
+        Some(name) => tree
+            .volume_named(name)
+            .map(|v| v.source.clone())
+            .ok_or_else(|| CliError::at(image, format!("no volume named {name}")))?,
     };
     let size = src.size();
     let mut buf = vec![0u8; 1 << 20];

@@ -20,7 +20,7 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn realimage(name: &str) -> PathBuf {
-    repo().join("../shared/realimages").join(name)
+    repo().join("testimages/real").join(name)
 }
 
 pub fn in_ci() -> bool {
@@ -307,7 +307,9 @@ pub fn check_image_manifests(dir: &Path, image: &Path) -> RestoreTree {
 pub fn host_walk(top: &Path) -> BTreeMap<String, Value> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut out = BTreeMap::new();
-    let mut groups: HashMap<u64, Vec<String>> = HashMap::new();
+    // By (device, inode): Btrfs subvolumes are devices of their own whose
+    // inode numbers repeat.
+    let mut groups: HashMap<(u64, u64), Vec<String>> = HashMap::new();
     let mut stack = vec![(String::from("/"), top.to_path_buf())];
     while let Some((rel, p)) = stack.pop() {
         let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -360,7 +362,10 @@ pub fn host_walk(top: &Path) -> BTreeMap<String, Value> {
             _ => {}
         }
         if kind != "dir" && m.nlink() > 1 {
-            groups.entry(m.ino()).or_default().push(rel.clone());
+            groups
+                .entry((m.dev(), m.ino()))
+                .or_default()
+                .push(rel.clone());
         }
         let xattrs = host_xattrs(&p);
         if !xattrs.is_empty() {

@@ -1,11 +1,12 @@
 //! Filesystems behind one trait, found by content.
 //!
-//! Each adapter turns a volume's [`Source`] into nodes with stable ids (the
+//! Each adapter turns a volume's [`Source`](crate::Source) into nodes with stable ids (the
 //! NTFS record number, the ext or XFS inode number, the position of a FAT or
 //! exFAT directory entry) so that hard links are one node
 //! and front ends can derive inode numbers from them.
 
 pub mod acl;
+pub mod btrfs;
 pub mod exfat;
 pub mod ext;
 pub mod fat;
@@ -15,7 +16,7 @@ mod types;
 pub mod xfs;
 
 pub use probe::{open, probe, FsKind};
-pub use types::{DirEntry, FileType, FsInfo, NodeId, Stat, Timespec};
+pub use types::{DirEntry, FileType, FsInfo, NodeId, Stat, Subvolume, Timespec};
 
 use std::ffi::{OsStr, OsString};
 
@@ -62,6 +63,20 @@ pub trait FileSystem: Send + Sync {
     /// for listings to show.
     fn note(&self, _node: NodeId) -> Option<String> {
         None
+    }
+
+    /// The files and folders this filesystem still records as deleted, as
+    /// a read-only filesystem of their own (the tree shows it as
+    /// `$Deleted` at the volume's root with `--deleted`); `None` when this
+    /// filesystem keeps no such records restorefs reads.
+    fn deleted(&self) -> crate::Result<Option<std::sync::Arc<dyn FileSystem>>> {
+        Ok(None)
+    }
+
+    /// The subvolumes and snapshots of a filesystem that has them (Btrfs),
+    /// the top-level one excepted; empty for the others.
+    fn subvolumes(&self) -> Result<Vec<Subvolume>> {
+        Ok(Vec::new())
     }
 
     /// Length of `node`'s named data stream `name` (an NTFS alternate data

@@ -13,6 +13,22 @@ pub enum FsKind {
     /// FAT12, FAT16 or FAT32.
     Fat,
     Exfat,
+    Btrfs,
+}
+
+impl FsKind {
+    /// `ntfs`, `ext`, `xfs`, `fat`, `exfat`: the name in `info` and `--json`
+    /// (the filesystem's own [`super::FsInfo::kind`] says `ext4`, `fat32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FsKind::Ntfs => "ntfs",
+            FsKind::Ext => "ext",
+            FsKind::Xfs => "xfs",
+            FsKind::Fat => "fat",
+            FsKind::Exfat => "exfat",
+            FsKind::Btrfs => "btrfs",
+        }
+    }
 }
 
 /// Recognises a filesystem by content (never by partition type); `None` if
@@ -34,6 +50,10 @@ pub fn probe(src: &Source) -> Option<FsKind> {
     if src.read_exact_at(0, &mut xfs).is_ok() && &xfs == b"XFSB" {
         return Some(FsKind::Xfs);
     }
+    let mut btrfs = [0u8; 0x48];
+    if src.read_exact_at(64 << 10, &mut btrfs).is_ok() && super::btrfs::has_magic(&btrfs) {
+        return Some(FsKind::Btrfs);
+    }
     // FAT has no magic, only a plausible BPB, so it comes last; mke2fs and
     // mkfs.exfat zero the boot sector, and mkfs.fat the ext superblock, so
     // a reformatted volume is not taken for its old filesystem.
@@ -51,5 +71,6 @@ pub fn open(kind: FsKind, src: Source) -> Result<Arc<dyn FileSystem>> {
         FsKind::Xfs => Arc::new(super::xfs::XfsFs::open(src)?),
         FsKind::Fat => Arc::new(super::fat::FatFs::open(src)?),
         FsKind::Exfat => Arc::new(super::exfat::ExfatFs::open(src)?),
+        FsKind::Btrfs => Arc::new(super::btrfs::BtrfsFs::open(src)?),
     })
 }

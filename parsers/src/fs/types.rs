@@ -125,3 +125,19 @@ pub struct FsInfo {
     /// Anything the reader noticed but read through (for `info`).
     pub warnings: Vec<String>,
 }
+
+/// A subvolume or snapshot of a filesystem that has them (Btrfs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subvolume {
+    /// The filesystem's id of it (Btrfs: 256 and up).
+    pub id: u64,
+    /// Where it shows from the volume's root (`@/home`), `None` if it is
+    /// linked nowhere (being deleted).
+    pub path: Option<OsString>,
+    /// Transaction of its last change.
+    pub generation: u64,
+    pub read_only: bool,
+    /// Whether it is what a plain `mount` shows (`btrfs subvolume set-default`).
+    pub default: bool,
+    pub uuid: Option<String>,
+}

@@ -14,6 +14,9 @@
 //!
 //! Chains are bounded ([`MAX_DEPTH`]) and cycles are caught by file
 //! identity (device and inode), so hostile links cannot loop.
+//!
+//! Files are found and opened only through a [`Locator`], so a chain
+//! resolves from a host folder, a URL or memory alike.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,7 @@ use std::sync::Arc;
 use crate::readat::clamp_len;
 use crate::{Error, ReadAt, Result, Source};
 
+use super::locate::{FileId, Locator};
 use super::Image;
 
 #[cfg(test)]
@@ -128,8 +132,58 @@ pub struct ChainLayer {
     pub link: Option<String>,
     /// The parent file opened for it.
     pub parent: Option<PathBuf>,
-    /// `ok (...)`, `FAILED (...)`, `not checked (...)`; empty without a parent.
-    pub check: String,
+    /// How the parent's id compared with the one the link expects.
+    pub check: LinkCheck,
+}
+
+/// The result of checking a delta's parent against the id its link
+/// expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkCheck {
+    /// No parent: a base or a lone image.
+    NoParent,
+    /// The parent carries the expected id.
+    Ok { kind: &'static str, value: String },
+    /// The ids differ and `--ignore-link-check` opened it anyway.
+    FailedIgnored {
+        kind: &'static str,
+        expected: String,
+        found: String,
+    },
+    /// The child records no id, or the parent carries none of its kind.
+    NotChecked { why: String },
+}
+
+impl LinkCheck {
+    /// A mismatch the user let through: the disk may be inconsistent.
+    pub fn failed(&self) -> bool {
+        matches!(self, LinkCheck::FailedIgnored { .. })
+    }
+
+    /// `ok`, `failed_ignored`, `not_checked`, `no_parent`: the `--json` status.
+    pub fn status(&self) -> &'static str {
+        match self {
+            LinkCheck::NoParent => "no_parent",
+            LinkCheck::Ok { .. } => "ok",
+            LinkCheck::FailedIgnored { .. } => "failed_ignored",
+            LinkCheck::NotChecked { .. } => "not_checked",
+        }
+    }
+}
+
+impl std::fmt::Display for LinkCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkCheck::NoParent => Ok(()),
+            LinkCheck::Ok { kind, value } => write!(f, "ok ({kind} {value})"),
+            LinkCheck::FailedIgnored {
+                kind,
+                expected,
+                found,
+            } => write!(f, "FAILED, ignored ({kind} {expected} != {found})"),
+            LinkCheck::NotChecked { why } => write!(f, "not checked ({why})"),
+        }
+    }
 }
 
 /// Reads a delta over its parent.
@@ -276,8 +330,11 @@ fn chain_err(what: String) -> Error {
 /// child's folder), then by its file name in the child's folder, as when
 /// the chain was copied off the machine (`C:\VMs\base.vmdk`,
 /// `/vmfs/volumes/ds/vm/base.vmdk`). Returns the paths tried on failure.
-fn resolve(child: &Path, link: &ParentLink) -> std::result::Result<PathBuf, Vec<PathBuf>> {
-    let dir = child.parent().unwrap_or(Path::new("."));
+fn resolve(
+    loc: &dyn Locator,
+    child: &Path,
+    link: &ParentLink,
+) -> std::result::Result<PathBuf, Vec<PathBuf>> {
     let mut tried: Vec<PathBuf> = Vec::new();
     let mut push = |p: PathBuf| {
         if !tried.contains(&p) {
@@ -296,48 +353,20 @@ fn resolve(child: &Path, link: &ParentLink) -> std::result::Result<PathBuf, Vec<
                 .components()
                 .filter(|c| !matches!(c, std::path::Component::CurDir))
                 .collect();
-            push(join(dir, &rel));
+            push(loc.beside(child, &rel));
         }
     }
     for name in &link.names {
         if let Some(base) = name.rsplit(['/', '\\']).next().filter(|b| !b.is_empty()) {
-            push(join(dir, Path::new(base)));
+            push(loc.beside(child, Path::new(base)));
         }
     }
     for p in &tried {
-        if std::fs::metadata(p).is_ok_and(|m| m.is_file()) {
+        if loc.exists(p) {
             return Ok(p.clone());
         }
     }
     Err(tried)
-}
-
-/// `dir/rel`, without a leading `./` when `dir` is the current folder.
-fn join(dir: &Path, rel: &Path) -> PathBuf {
-    if dir.as_os_str().is_empty() || dir == Path::new(".") {
-        rel.to_path_buf()
-    } else {
-        dir.join(rel)
-    }
-}
-
-/// Which file a path is, for cycle detection: its device and inode (so
-/// hard links and symlinks to one file are one file), else its canonical
-/// path, else the path as given.
-#[derive(Debug, PartialEq, Eq)]
-enum FileId {
-    Inode(u64, u64),
-    Path(PathBuf),
-}
-
-impl FileId {
-    fn of(path: &Path) -> FileId {
-        use std::os::unix::fs::MetadataExt;
-        match std::fs::metadata(path) {
-            Ok(m) => FileId::Inode(m.dev(), m.ino()),
-            Err(_) => FileId::Path(std::fs::canonicalize(path).unwrap_or_else(|_| path.into())),
-        }
-    }
 }
 
 /// One opened file of a chain, before it is stacked on its parent.
@@ -351,16 +380,16 @@ struct Pending {
 /// Opens `path` and, for a delta, its parents (see the module docs): first
 /// every file from the newest down (a loop, so a long chain does not
 /// deepen the stack), then each delta stacked on the point below it.
-pub(super) fn open_chain(path: &Path, opts: &OpenOptions) -> Result<Image> {
+pub(super) fn open_chain(loc: &dyn Locator, path: &Path, opts: &OpenOptions) -> Result<Image> {
     let mut seen: Vec<FileId> = Vec::new();
     let mut files: Vec<Pending> = Vec::new();
     let mut next = Some((path.to_path_buf(), false));
     while let Some((path, raw)) = next.take() {
-        let opened = super::open_one(&path, raw).map_err(|e| match files.last() {
-            Some(child) => e.context(format!("parent of {}", child.path.display())),
+        let opened = super::open_one(loc, &path, raw).map_err(|e| match files.last() {
+            Some(child) => e.context(format!("parent of {}", loc.name(&child.path).display())),
             None => e,
         })?;
-        seen.push(FileId::of(&path));
+        seen.push(loc.identity(&path));
         let Opened {
             mut image,
             delta,
@@ -370,7 +399,7 @@ pub(super) fn open_chain(path: &Path, opts: &OpenOptions) -> Result<Image> {
         let delta = match delta {
             None => None,
             Some((layer, link)) => {
-                let parent = find_parent(&path, &link, opts, files.len(), &seen)?;
+                let parent = find_parent(loc, &path, &link, opts, files.len(), &seen)?;
                 next = Some((parent.clone(), link.raw));
                 Some((layer, link, parent))
             }
@@ -381,37 +410,45 @@ pub(super) fn open_chain(path: &Path, opts: &OpenOptions) -> Result<Image> {
     let mut below: Option<Image> = None;
     while let Some(Pending { path, image, delta }) = files.pop() {
         let point = match (delta, below.take()) {
-            (Some((layer, link, parent_path)), Some(parent)) => {
-                stack(path, image, layer, link, parent_path, parent, opts)?
-            }
+            (Some((layer, link, parent_path)), Some(parent)) => stack(
+                loc.name(&path),
+                image,
+                layer,
+                link,
+                loc.name(&parent_path),
+                parent,
+                opts,
+            )?,
             (_, _) => {
                 let mut image = image;
                 image.chain = vec![ChainLayer {
-                    file: path,
+                    file: loc.name(&path),
                     format: image.format,
                     link: None,
                     parent: None,
-                    check: String::new(),
+                    check: LinkCheck::NoParent,
                 }];
                 image
             }
         };
         below = Some(point);
     }
-    below.ok_or_else(|| chain_err(format!("{}: nothing opened", path.display())))
+    below.ok_or_else(|| chain_err(format!("{}: nothing opened", loc.name(path).display())))
 }
 
 /// The parent file `link` (in `child`, at `depth` from the newest) names:
 /// the user's `--parent` for that depth, or the link resolved; refuses
 /// chains too long and cycles.
 fn find_parent(
+    loc: &dyn Locator,
     child: &Path,
     link: &ParentLink,
     opts: &OpenOptions,
     depth: usize,
     seen: &[FileId],
 ) -> Result<PathBuf> {
-    let name = child.display();
+    let name = loc.name(child);
+    let name = name.display();
     if depth + 1 >= MAX_DEPTH {
         return Err(chain_err(format!(
             "{name}: chain longer than {MAX_DEPTH} layers"
@@ -419,8 +456,11 @@ fn find_parent(
     }
     let parent = match opts.parents.get(depth) {
         Some(p) => p.clone(),
-        None => resolve(child, link).map_err(|tried| {
-            let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+        None => resolve(loc, child, link).map_err(|tried| {
+            let tried: Vec<String> = tried
+                .iter()
+                .map(|p| loc.name(p).display().to_string())
+                .collect();
             chain_err(format!(
                 "parent {} of {name} not found (looked for {}); give it with --parent FILE",
                 link.written,
@@ -428,16 +468,16 @@ fn find_parent(
             ))
         })?,
     };
-    if std::fs::metadata(&parent).is_err() {
+    if !loc.exists(&parent) {
         return Err(chain_err(format!(
             "parent {} of {name} not found; give it with --parent FILE",
-            parent.display()
+            loc.name(&parent).display()
         )));
     }
-    if seen.contains(&FileId::of(&parent)) {
+    if seen.contains(&loc.identity(&parent)) {
         return Err(chain_err(format!(
             "cycle: {name} names {} as its parent, which is already in the chain",
-            parent.display()
+            loc.name(&parent).display()
         )));
     }
     Ok(parent)
@@ -458,7 +498,10 @@ fn stack(
     let check = match (&link.expect, &parent.ident) {
         (Some(want), Some(got)) if want.kind == got.kind => {
             if want.value == got.value || link.also.as_ref() == Some(got) {
-                format!("ok ({} {})", want.kind, want.value)
+                LinkCheck::Ok {
+                    kind: want.kind,
+                    value: want.value.clone(),
+                }
             } else if opts.ignore_link_check {
                 image.notes.push(format!(
                     "warning: link check ignored: {child} expects its parent's {} to be {}, \
@@ -468,10 +511,11 @@ fn stack(
                     parent_path.display(),
                     got.value
                 ));
-                format!(
-                    "FAILED, ignored ({} {} != {})",
-                    want.kind, want.value, got.value
-                )
+                LinkCheck::FailedIgnored {
+                    kind: want.kind,
+                    expected: want.value.clone(),
+                    found: got.value.clone(),
+                }
             } else {
                 return Err(chain_err(format!(
                     "{child} expects its parent's {} to be {}, but {} has {} \
@@ -484,11 +528,12 @@ fn stack(
                 )));
             }
         }
-        (Some(want), _) => format!(
-            "not checked (the {} parent records no {})",
-            parent.format, want.kind
-        ),
-        (None, _) => "not checked (no id recorded)".to_string(),
+        (Some(want), _) => LinkCheck::NotChecked {
+            why: format!("the {} parent records no {}", parent.format, want.kind),
+        },
+        (None, _) => LinkCheck::NotChecked {
+            why: "no id recorded".to_string(),
+        },
     };
     if parent.disk.size() != image.disk.size() {
         image.notes.push(format!(

@@ -2,22 +2,26 @@
 //!
 //! Formats are found by content, never by file name. Deltas are opened
 //! over their parents by [`chain`]: [`open`] follows the links written in
-//! the files, [`open_with`] takes overrides.
+//! the files, [`open_with`] takes overrides; both find and open files
+//! through [`locate::locator`] (host paths and URLs), [`open_in`] through
+//! any [`Locator`].
 
 pub mod chain;
+pub mod locate;
 pub mod qcow2;
 mod raw;
+mod report;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::readat::FileSource;
 use crate::{Error, Result, Source};
 use chain::Opened;
-pub use chain::{ChainLayer, Ident, OpenOptions};
+pub use chain::{ChainLayer, Ident, LinkCheck, OpenOptions};
+pub use locate::{locator, FileId, LocalFs, Locator, MemLocator};
+pub use report::{ImageFacts, ImageReport};
 
 /// An opened restore point: its virtual disk and what it is made of.
 pub struct Image {
@@ -27,9 +31,9 @@ pub struct Image {
     pub format: &'static str,
     /// Bytes the container's files take on the host.
     pub file_bytes: u64,
-    /// Container facts for `info` as (key, value): allocated size, block or
-    /// grain size, cache budget, ...
-    pub details: Vec<(String, String)>,
+    /// Container facts for `info`: allocated size, block or grain size,
+    /// cache budget, per-format extras.
+    pub facts: ImageFacts,
     /// Warnings for `info` (chain links, recovered damage).
     pub notes: Vec<String>,
     /// The files the disk is read through, newest first (one for a lone
@@ -49,7 +53,7 @@ impl Image {
             disk,
             format,
             file_bytes,
-            details: Vec::new(),
+            facts: ImageFacts::default(),
             notes: Vec::new(),
             chain: Vec::new(),
             parent: None,
@@ -79,14 +83,38 @@ pub fn open(path: &Path) -> Result<Image> {
 
 /// [`open`] with parent overrides and link-check policy.
 pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Image> {
-    chain::open_chain(path, opts)
+    open_in(locator(), path, opts)
+}
+
+/// [`open_with`], finding and opening every file through `loc`.
+pub fn open_in(loc: &dyn Locator, path: &Path, opts: &OpenOptions) -> Result<Image> {
+    chain::open_chain(loc, path, opts)
+}
+
+/// How messages name the image at `path` (a URL without its credentials).
+pub fn display_name(path: &Path) -> String {
+    locator().name(path).display().to_string()
+}
+
+/// The image's name for a mount table: a host path made absolute, a URL
+/// without its credentials.
+pub fn mount_name(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    if crate::remote::is_url(path) {
+        Ok(locator().name(path))
+    } else {
+        path.canonicalize()
+    }
+}
+
+/// When the image at `path` was last modified, if known.
+pub fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    locator().modified(path)
 }
 
 /// Opens the one file at `path` (as raw bytes if `raw`), without its parents.
-fn open_one(path: &Path, raw: bool) -> Result<Opened> {
-    let file = FileSource::open(path)
-        .map_err(|e| Error::io("image", 0, e).context(path.display().to_string()))?;
-    decode(path, Arc::new(file), raw)
+fn open_one(loc: &dyn Locator, path: &Path, raw: bool) -> Result<Opened> {
+    let file = loc.open(path)?;
+    decode(&loc.name(path), file, raw)
 }
 
 /// Decodes the container of a single image held in `file` (read from

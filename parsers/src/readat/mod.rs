@@ -8,6 +8,7 @@ mod cursor;
 mod ext4;
 mod file;
 mod mem;
+mod patches;
 mod window;
 
 use std::io;
@@ -18,6 +19,7 @@ pub use cursor::Cursor;
 pub use ext4::Ext4Reader;
 pub use file::FileSource;
 pub use mem::MemSource;
+pub use patches::{Patch, Patched, Patches};
 pub use window::Window;
 
 /// A read-only byte source read at explicit offsets.

@@ -6,6 +6,14 @@
 //! Files are created with `O_EXCL` (which never follows a symlink), and a
 //! directory is only entered after checking that it is a real directory we
 //! own, so a symlink in the image can never redirect a write.
+//!
+//! A recursive copy walks the tree on the calling thread (directories,
+//! names, symlinks, hard links: everything whose order matters) and hands
+//! each regular file to a bounded pool of worker threads, so that reading
+//! the image, writing and the per-file system calls of many small files
+//! overlap. A directory's mode and times are applied after every worker
+//! has finished, deepest first, so that no later write inside it changes
+//! its times and a read-only mode never blocks its own contents.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
@@ -14,6 +22,8 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Mutex;
 
 use super::{Node, RestoreTree};
 use crate::fs::{FileType, Stat, Timespec};
@@ -25,8 +35,11 @@ pub struct CopyOptions<'a> {
     pub recursive: bool,
     /// Replace what already exists at the destination.
     pub force: bool,
-    /// Called with the number of bytes just written.
-    pub progress: Option<&'a dyn Fn(u64)>,
+    /// Called with the number of bytes just written (from worker threads).
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+    /// Threads copying files in a recursive copy; 0 picks one per CPU
+    /// (at least 2, at most 8), 1 copies on the calling thread only.
+    pub threads: usize,
 }
 
 /// What a copy did, and what it could not do.
@@ -55,9 +68,138 @@ pub fn copy_out(
     opts: &CopyOptions<'_>,
     report: &mut CopyReport,
 ) {
-    if let Err(e) = copy_node(tree, node, src_path, dest, opts, report) {
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
+        n => n,
+    };
+    if !opts.recursive || threads < 2 {
+        let mut walk = Walk::default();
+        copy_one(tree, node, src_path, dest, opts, report, &mut walk);
+        return;
+    }
+    // A few jobs per worker queued at most: the walk stays just ahead.
+    let (tx, rx) = sync_channel::<FileJob>(threads * 4);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = &rx;
+                scope.spawn(move || {
+                    let mut done = CopyReport::default();
+                    let mut buf = Vec::new();
+                    loop {
+                        // Held while waiting: the others wait for the lock
+                        // instead of the channel, which is the same.
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(job) = job else { break };
+                        job.run(tree, opts, &mut done, &mut buf);
+                    }
+                    done
+                })
+            })
+            .collect();
+        let mut walk = Walk {
+            files: Some(tx),
+            dirs: Vec::new(),
+        };
+        copy_one(tree, node, src_path, dest, opts, report, &mut walk);
+        drop(walk.files.take());
+        for w in workers {
+            match w.join() {
+                Ok(done) => {
+                    report.files += done.files;
+                    report.bytes += done.bytes;
+                    report.skipped.extend(done.skipped);
+                    report.failed.extend(done.failed);
+                }
+                Err(_) => report.failed.push((
+                    src_path.to_string(),
+                    "internal error in a copy thread".into(),
+                )),
+            }
+        }
+        // Recorded after their contents: deepest first.
+        for (src, dir, st) in walk.dirs {
+            if let Err(e) = set_meta(&dir, &st, true) {
+                report.failed.push((src, e.to_string()));
+            }
+        }
+    });
+}
+
+/// How the walk of one `copy_out` hands work on.
+#[derive(Default)]
+struct Walk {
+    /// Where regular files go to be copied by a worker; `None`: here.
+    files: Option<SyncSender<FileJob>>,
+    /// (image path, host path, metadata) of directories whose mode and
+    /// times wait for the workers, in the order their walks finished.
+    dirs: Vec<(String, PathBuf, Stat)>,
+}
+
+/// One regular file for a worker; `dest` has been prepared.
+struct FileJob {
+    node: Node,
+    src_path: String,
+    dest: PathBuf,
+    st: Stat,
+}
+
+impl FileJob {
+    fn run(
+        self,
+        tree: &RestoreTree,
+        opts: &CopyOptions<'_>,
+        report: &mut CopyReport,
+        buf: &mut Vec<u8>,
+    ) {
+        let r = copy_file(
+            tree,
+            self.node,
+            &self.src_path,
+            &self.dest,
+            &self.st,
+            opts,
+            report,
+            buf,
+        );
+        if let Err(e) = r {
+            report.failed.push((self.src_path, e.to_string()));
+        }
+    }
+}
+
+fn copy_one(
+    tree: &RestoreTree,
+    node: Node,
+    src_path: &str,
+    dest: &Path,
+    opts: &CopyOptions<'_>,
+    report: &mut CopyReport,
+    walk: &mut Walk,
+) {
+    if let Err(e) = copy_node(tree, node, src_path, dest, opts, report, walk) {
         report.failed.push((src_path.to_string(), e.to_string()));
     }
+}
+
+/// A regular file's bytes, extended attributes, mode and times.
+#[allow(clippy::too_many_arguments)]
+fn copy_file(
+    tree: &RestoreTree,
+    node: Node,
+    src_path: &str,
+    dest: &Path,
+    st: &Stat,
+    opts: &CopyOptions<'_>,
+    report: &mut CopyReport,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    let written = write_file(tree, node, None, st.size, dest, opts, buf)?;
+    report.bytes += written;
+    report.files += 1;
+    copy_xattrs(tree, node, src_path, dest, report);
+    set_meta(dest, st, true)
 }
 
 /// Copies `node`'s named data stream `stream` (at image path `src_path`,
@@ -76,7 +218,7 @@ pub fn copy_stream_out(
         let st = tree.stat(node).map_err(to_io)?;
         let size = tree.data_len(node, Some(stream)).map_err(to_io)?;
         prepare(dest, opts.force, false)?;
-        let written = write_file(tree, node, Some(stream), size, dest, opts)?;
+        let written = write_file(tree, node, Some(stream), size, dest, opts, &mut Vec::new())?;
         report.bytes += written;
         report.files += 1;
         set_meta(dest, &st, true)
@@ -93,6 +235,7 @@ fn copy_node(
     dest: &Path,
     opts: &CopyOptions<'_>,
     report: &mut CopyReport,
+    walk: &mut Walk,
 ) -> io::Result<()> {
     let st = tree.stat(node).map_err(to_io)?;
     if st.kind != FileType::Dir {
@@ -142,20 +285,59 @@ fn copy_node(
                         dest.display()
                     )));
                 }
-                copy_out(tree, e.node, &child_src, &dest.join(&safe), opts, report);
+                copy_one(
+                    tree,
+                    e.node,
+                    &child_src,
+                    &dest.join(&safe),
+                    opts,
+                    report,
+                    walk,
+                );
             }
             copy_xattrs(tree, node, src_path, dest, report);
-            set_meta(dest, &st, true)?;
+            if walk.files.is_some() {
+                walk.dirs
+                    .push((src_path.to_string(), dest.to_path_buf(), st));
+            } else {
+                set_meta(dest, &st, true)?;
+            }
         }
         FileType::File => {
             prepare(dest, opts.force, false)?;
-            let written = write_file(tree, node, None, st.size, dest, opts)?;
-            report.bytes += written;
-            report.files += 1;
-            copy_xattrs(tree, node, src_path, dest, report);
-            set_meta(dest, &st, true)?;
-            if st.nlink > 1 {
-                report.links.insert(node, dest.to_path_buf());
+            // Hard-linked files are copied here, in walk order, so that
+            // the first copy exists before the walk links the next name.
+            match &walk.files {
+                Some(tx) if st.nlink <= 1 => {
+                    let job = FileJob {
+                        node,
+                        src_path: src_path.to_string(),
+                        dest: dest.to_path_buf(),
+                        st,
+                    };
+                    // Fails only when every worker is gone (they panicked);
+                    // then copy it here.
+                    if let Err(back) = tx.send(job) {
+                        let job = back.0;
+                        let mut buf = Vec::new();
+                        job.run(tree, opts, report, &mut buf);
+                    }
+                }
+                _ => {
+                    copy_file(
+                        tree,
+                        node,
+                        src_path,
+                        dest,
+                        &st,
+                        opts,
+                        report,
+                        &mut Vec::new(),
+                    )?;
+                    if st.nlink > 1 {
+                        report.links.insert(node, dest.to_path_buf());
+                    }
+                }
             }
         }
         FileType::Symlink => {
@@ -266,9 +448,15 @@ fn write_file(
     size: u64,
     dest: &Path,
     opts: &CopyOptions<'_>,
+    buf: &mut Vec<u8>,
 ) -> io::Result<u64> {
     let mut out = OpenOptions::new().write(true).create_new(true).open(dest)?;
-    let mut buf = vec![0u8; CHUNK];
+    // Reused from file to file, grown to what the largest needed: a fresh
+    // zeroed 1 MiB per file costs more than a small file's copy.
+    let len = size.min(CHUNK as u64) as usize;
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
     let mut off = 0u64;
     while off < size {
         let want = (size - off).min(CHUNK as u64) as usize;

@@ -10,6 +10,9 @@ pub enum VolumeState {
     Fs(FsKind, Arc<dyn FileSystem>),
     /// A filesystem was recognised but would not open; shown as raw bytes.
     Failed(FsKind, String),
+    /// An LVM2 physical volume: its logical volumes are volumes of their
+    /// own; the PV itself is shown as raw bytes.
+    LvmPv,
     /// Nothing restorefs reads; shown as raw bytes.
     Unknown,
 }
@@ -25,32 +28,41 @@ pub struct TreeVolume {
 }
 
 impl TreeVolume {
-    pub(super) fn open(vol: &Volume) -> TreeVolume {
-        // A PV holds LVs, not a filesystem: shown raw, never probed.
-        if vol.container || vol.lvm_pv {
-            return TreeVolume {
-                name: vol.name.clone(),
-                partition: Some(vol.clone()),
-                source: vol.source.clone(),
-                state: VolumeState::Unknown,
-            };
-        }
-        let mut tv = Self::from_source(vol.name.clone(), vol.source.clone());
+    /// Volume `vol` of a table, whose filesystem `probe` found (probed
+    /// once, by the tree).
+    pub(super) fn open(vol: &Volume, probe: Option<FsKind>) -> TreeVolume {
+        let mut tv = Self::from_source(vol.name.clone(), vol.source.clone(), probe);
         tv.partition = Some(vol.clone());
         tv
     }
 
-    pub(super) fn whole_disk(disk: &Source) -> TreeVolume {
-        Self::from_source("root".into(), disk.clone())
+    /// An LVM2 physical volume: raw bytes, never probed.
+    pub(super) fn lvm_pv(vol: &Volume) -> TreeVolume {
+        TreeVolume {
+            name: vol.name.clone(),
+            partition: Some(vol.clone()),
+            source: vol.source.clone(),
+            state: VolumeState::LvmPv,
+        }
+    }
+
+    /// The whole disk as one volume `root`, holding `probe`'s filesystem.
+    pub(super) fn whole_disk(disk: &Source, probe: Option<FsKind>) -> TreeVolume {
+        Self::from_source("root".into(), disk.clone(), probe)
     }
 
     /// An MBR extended partition, which the tree does not show.
     pub fn is_container(&self) -> bool {
-        self.partition.as_ref().is_some_and(|p| p.container)
+        self.partition.as_ref().is_some_and(|p| p.is_container())
     }
 
-    fn from_source(name: String, source: Source) -> TreeVolume {
-        let state = match fs::probe(&source) {
+    /// Whether the volume is an LVM2 physical volume.
+    pub fn is_lvm_pv(&self) -> bool {
+        matches!(self.state, VolumeState::LvmPv)
+    }
+
+    fn from_source(name: String, source: Source, probe: Option<FsKind>) -> TreeVolume {
+        let state = match probe {
             None => VolumeState::Unknown,
             Some(kind) => match fs::open(kind, source.clone()) {
                 Ok(f) => VolumeState::Fs(kind, f),
@@ -79,7 +91,7 @@ impl TreeVolume {
     /// `p1 (ntfs)`, for error messages.
     pub fn describe(&self) -> String {
         match &self.state {
-            VolumeState::Fs(_, f) => format!("{} ({})", self.name, f.info().kind),
+            VolumeState::Fs(kind, _) => format!("{} ({})", self.name, kind.name()),
             _ => self.name.clone(),
         }
     }

@@ -100,8 +100,7 @@ pub(super) fn read(disk: &Source, pmbr_end: Option<u64>) -> Result<Option<Table>
                 type_id: p.part_type_guid.guid.to_string().to_uppercase(),
                 part_label: Some(p.name.clone()).filter(|n| !n.is_empty()),
                 part_guid: Some(p.part_guid.to_string().to_uppercase()),
-                container: false,
-                lvm_pv: false,
+                kind: super::VolumeKind::Partition,
                 source,
             });
         }

@@ -70,8 +70,11 @@ pub(super) fn read(disk: &Source) -> Result<Table> {
             type_id: format!("0x{:02x}", entry.sys),
             part_label: None,
             part_guid: None,
-            container: entry.is_extended(),
-            lvm_pv: false,
+            kind: if entry.is_extended() {
+                super::VolumeKind::Extended
+            } else {
+                super::VolumeKind::Partition
+            },
             source,
         });
     }
@@ -132,8 +135,7 @@ fn walk_logical(
                 type_id: format!("0x{:02x}", part.sys),
                 part_label: None,
                 part_guid: None,
-                container: false,
-                lvm_pv: false,
+                kind: super::VolumeKind::Partition,
                 source,
             });
             number += 1;

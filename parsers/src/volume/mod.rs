@@ -1,8 +1,12 @@
 //! Partition tables: a virtual disk -> volumes.
 //!
-//! Which table a disk has is decided by content: a filesystem at byte 0 is a
-//! bare filesystem image; a protective MBR (type 0xEE) or a valid GPT header
-//! means GPT; a boot-signed MBR with entries means MBR. The crates that parse
+//! Which table a disk has is decided by content: a protective MBR (type
+//! 0xEE) or a valid GPT header means GPT; a boot-signed MBR with entries
+//! means MBR. This layer reads tables only: whether a disk is rather a bare
+//! filesystem (whose boot sector may carry 0x55AA too) and which volumes
+//! hold filesystems is for the caller (the restore tree) to decide, by
+//! probing each source once; it then hands the volumes that hold none to
+//! [`add_lvm`]. The crates that parse
 //! the tables (`gpt`, `mbrman`) are wrapped so that damaged tables give what
 //! can still be read plus a note, never a panic.
 
@@ -60,14 +64,29 @@ pub struct Volume {
     pub part_label: Option<String>,
     /// GPT unique partition GUID (uppercase), if any.
     pub part_guid: Option<String>,
-    /// An MBR extended partition: a container of logical partitions, listed
-    /// in `info` but holding no filesystem of its own.
-    pub container: bool,
-    /// An LVM2 physical volume: its logical volumes follow the partitions as
-    /// volumes of their own; the PV itself is only offered as raw bytes.
-    pub lvm_pv: bool,
+    /// What kind of volume this is.
+    pub kind: VolumeKind,
     /// The volume's bytes.
     pub source: Source,
+}
+
+/// Where a volume comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeKind {
+    /// A GPT partition, or an MBR primary or logical partition.
+    Partition,
+    /// An MBR extended partition: a container of logical partitions, listed
+    /// in `info` but holding no filesystem of its own.
+    Extended,
+    /// An LVM2 logical volume (its extents may lie anywhere on its PVs).
+    LogicalVolume,
+}
+
+impl Volume {
+    /// An MBR extended partition.
+    pub fn is_container(&self) -> bool {
+        self.kind == VolumeKind::Extended
+    }
 }
 
 /// What a partition type id (GPT type GUID, MBR `0x..` id, `lvm2-lv`)
@@ -100,6 +119,7 @@ pub fn type_name(type_id: &str) -> Option<&'static str> {
 }
 
 /// What a disk's partition table holds.
+#[derive(Clone)]
 pub struct Table {
     pub scheme: Scheme,
     pub sector_size: u32,
@@ -109,41 +129,34 @@ pub struct Table {
 }
 
 /// Reads the partition table of `disk`; `Scheme::None` when there is none.
-/// LVM2 logical volumes on its partitions (or on the bare disk) follow the
-/// partitions, named `<vg>-<lv>`.
+/// Tables only: see the module docs for filesystems and LVM.
 pub fn scan(disk: &Source) -> Result<Table> {
-    if crate::fs::probe(disk).is_some() {
-        return Ok(Table::none());
-    }
-    let mut table = scan_table(disk)?;
-    add_lvm(disk, &mut table);
-    Ok(table)
+    scan_table(disk)
 }
 
-/// Appends the LVs of the PVs among `table`'s volumes (or the whole disk when
-/// there is no table) and marks those PVs.
-fn add_lvm(disk: &Source, table: &mut Table) {
-    // A volume with a filesystem is not a PV, whatever stale label it
-    // carries; extended partitions are containers.
-    let (index, candidates): (Vec<usize>, Vec<(String, Source)>) = if table.volumes.is_empty() {
+/// Appends the LVs of the PVs among `candidates` (indices of `table`'s
+/// volumes that hold no filesystem; with no table, the whole disk is the
+/// one candidate) as volumes named `<vg>-<lv>`, and returns the indices
+/// of the candidates that are PVs (`usize::MAX` for the whole disk).
+pub fn add_lvm(disk: &Source, table: &mut Table, candidates: &[usize]) -> Vec<usize> {
+    let (index, sources): (Vec<usize>, Vec<(String, Source)>) = if table.volumes.is_empty() {
         [(usize::MAX, ("disk".to_string(), disk.clone()))]
             .into_iter()
             .unzip()
     } else {
-        table
-            .volumes
+        candidates
             .iter()
-            .enumerate()
-            .filter(|(_, v)| !v.container && crate::fs::probe(&v.source).is_none())
+            .filter_map(|&i| table.volumes.get(i).map(|v| (i, v)))
+            .filter(|(_, v)| !v.is_container())
             .map(|(i, v)| (i, (v.name.clone(), v.source.clone())))
             .unzip()
     };
-    let scan = lvm::scan(&candidates);
-    for &c in &scan.pvs {
-        if let Some(v) = index.get(c).and_then(|&i| table.volumes.get_mut(i)) {
-            v.lvm_pv = true;
-        }
-    }
+    let scan = lvm::scan(&sources);
+    let pvs = scan
+        .pvs
+        .iter()
+        .filter_map(|&c| index.get(c).copied())
+        .collect();
     table
         .notes
         .extend(scan.notes.into_iter().map(|n| format!("lvm: {n}")));
@@ -157,11 +170,11 @@ fn add_lvm(disk: &Source, table: &mut Table) {
             type_id: "lvm2-lv".into(),
             part_label: Some(format!("{}/{}", lv.vg, lv.lv)),
             part_guid: Some(lv.uuid),
-            container: false,
-            lvm_pv: false,
+            kind: VolumeKind::LogicalVolume,
             source: lv.source,
         });
     }
+    pvs
 }
 
 fn scan_table(disk: &Source) -> Result<Table> {
@@ -190,7 +203,8 @@ fn scan_table(disk: &Source) -> Result<Table> {
 }
 
 impl Table {
-    fn none() -> Table {
+    /// No table: the disk is one volume (a bare filesystem or raw bytes).
+    pub fn none() -> Table {
         Table {
             scheme: Scheme::None,
             sector_size: 512,

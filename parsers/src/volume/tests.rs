@@ -4,9 +4,7 @@ use super::*;
 use crate::readat::MemSource;
 
 fn real(name: &str) -> Vec<u8> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/realimages")
-        .join(name);
+    let p = crate::testutil::real_image(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -105,7 +103,7 @@ fn mbr_with_logical_chain() {
                 v.offset / 512,
                 v.size / 512,
                 v.type_id.as_str(),
-                v.container,
+                v.is_container(),
             )
         })
         .collect();

@@ -6,7 +6,7 @@
 //! numbers and xattrs, and its filesystem handle is not `Send`.
 //!
 //! One file per on-disk structure; this file joins them into a
-//! [`FileSystem`]. Every block read goes through [`ExtFs::read_raw`], which
+//! [`FileSystem`]. Every block read goes through `ExtFs::read_raw`, which
 //! applies the in-memory journal replay overlay.
 
 mod block_map;

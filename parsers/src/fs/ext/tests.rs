@@ -14,8 +14,6 @@ use crate::readat::{Ext4Reader, FileSource, MemSource};
 use crate::testutil::{have, run, TempDir, XorShift};
 use crate::Source;
 
-const REAL: &str = "/work/shared/realimages";
-
 fn open_file(p: &Path) -> (Source, ExtFs) {
     let src: Source = Arc::new(FileSource::open(p).unwrap());
     let fs = ExtFs::open(src.clone()).unwrap();
@@ -31,7 +29,7 @@ fn unzst(name: &str, dir: &TempDir) -> Option<PathBuf> {
     let data = run(Command::new("zstd")
         .arg("-d")
         .arg("-c")
-        .arg(Path::new(REAL).join(name)));
+        .arg(crate::testutil::real_image(name)));
     std::fs::write(&out, data).unwrap();
     Some(out)
 }
@@ -193,7 +191,7 @@ fn cross_check_except(src: Source, fs: &ExtFs, skip: &[&str]) -> usize {
 
 #[test]
 fn real_data_ext4() {
-    let (src, fs) = open_file(&Path::new(REAL).join("data.ext4.dat"));
+    let (src, fs) = open_file(&crate::testutil::real_image("data.ext4.dat"));
     assert_eq!(fs.info().kind, "ext4");
     let mut root: Vec<_> = fs
         .read_dir(fs.root())
@@ -257,7 +255,7 @@ fn real_journal_replay() {
 
 #[test]
 fn refuses_unknown_incompat() {
-    let mut img = std::fs::read(Path::new(REAL).join("data.ext4.dat")).unwrap();
+    let mut img = std::fs::read(crate::testutil::real_image("data.ext4.dat")).unwrap();
     // s_feature_incompat |= COMPRESSION
     img[1024 + 0x60] |= 0x01;
     let e = ExtFs::open(Arc::new(MemSource(img))).err().unwrap();
@@ -574,7 +572,7 @@ fn walk_tolerant(fs: &ExtFs) {
 #[test]
 fn mutations_do_not_panic() {
     let tmp = TempDir::new("ext");
-    let mut images = vec![std::fs::read(Path::new(REAL).join("data.ext4.dat")).unwrap()];
+    let mut images = vec![std::fs::read(crate::testutil::real_image("data.ext4.dat")).unwrap()];
     if let Some(p) = unzst("test_disk_ext3.bin.zst", &tmp) {
         images.push(std::fs::read(p).unwrap());
     }

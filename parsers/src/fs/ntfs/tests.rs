@@ -11,18 +11,9 @@ use std::sync::Arc;
 use super::*;
 use crate::readat::{FileSource, MemSource};
 
-fn shared(rel: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared")
-        .join(rel);
-    if p.exists() {
-        Some(p)
-    } else if std::env::var_os("CI").is_some() {
-        panic!("{} missing (CI is set)", p.display());
-    } else {
-        eprintln!("skipping: {} missing", p.display());
-        None
-    }
+/// A third-party image of `testimages/real/` (always in the repository).
+fn real(name: &str) -> Option<PathBuf> {
+    Some(crate::testutil::real_image(name))
 }
 
 fn resolve(fs: &dyn FileSystem, path: &str) -> Result<NodeId> {
@@ -50,7 +41,7 @@ fn read_all(fs: &dyn FileSystem, node: NodeId) -> Result<Vec<u8>> {
 
 #[test]
 fn testfs1_exact() {
-    let Some(p) = shared("realimages/testfs1") else {
+    let Some(p) = real("testfs1") else {
         return;
     };
     let src: Source = Arc::new(MemSource(std::fs::read(p).unwrap()));
@@ -135,7 +126,7 @@ fn testfs1_exact() {
 
 #[test]
 fn shared_between_threads() {
-    let Some(p) = shared("realimages/testfs1") else {
+    let Some(p) = real("testfs1") else {
         return;
     };
     let src: Source = Arc::new(FileSource::open(&p).unwrap());
@@ -212,7 +203,7 @@ fn mutations_do_not_panic_or_hang() {
     // NTFS_FUZZ_IMAGE mutates another (small) image by hand.
     let p = match std::env::var_os("NTFS_FUZZ_IMAGE") {
         Some(p) => PathBuf::from(p),
-        None => match shared("realimages/testfs1") {
+        None => match real("testfs1") {
             Some(p) => p,
             None => return,
         },
@@ -892,7 +883,7 @@ impl Drop for Loop {
 #[test]
 fn windows_image_matches_ntfs3g() {
     use crate::readat::Window;
-    let Some(gz) = shared("realimages/ntfs-ramslack.raw.gz") else {
+    let Some(gz) = real("ntfs-ramslack.raw.gz") else {
         return;
     };
     if !have_tools() {
@@ -996,7 +987,7 @@ fn assert_space(fs: &NtfsFs, mnt: &Path) {
 /// The third-party image, node by node, against ntfs-3g.
 #[test]
 fn testfs1_matches_ntfs3g() {
-    let Some(p) = shared("realimages/testfs1") else {
+    let Some(p) = real("testfs1") else {
         return;
     };
     if !have_tools() {
@@ -1021,7 +1012,7 @@ fn testfs1_matches_ntfs3g() {
 /// initialized size lowered to 500 in the image.
 #[test]
 fn past_initialized_size_reads_zeros() {
-    let Some(p) = shared("realimages/testfs1") else {
+    let Some(p) = real("testfs1") else {
         return;
     };
     let mut image = std::fs::read(p).unwrap();

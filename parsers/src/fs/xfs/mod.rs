@@ -23,6 +23,18 @@ mod inode;
 mod log;
 mod superblock;
 
+/// Reads, parses and checks the superblock, through `overlay` (what a log
+/// replay changed): the one place the filesystem reads it.
+fn read_superblock(src: &Source, overlay: &log::Overlay) -> Result<Superblock> {
+    let mut b = vec![0u8; SB_LEN];
+    src.read_exact_at(0, &mut b)
+        .map_err(|e| Error::io("xfs", 0, e))?;
+    overlay.patch(0, &mut b);
+    let sb = Superblock::parse(&b)?;
+    sb.check_features()?;
+    Ok(sb)
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -84,11 +96,7 @@ impl XfsFs {
     /// Opens the filesystem on `src`; refuses unknown incompatible
     /// features and filesystems that need repair.
     pub fn open(src: Source) -> Result<Self> {
-        let mut b = vec![0u8; SB_LEN];
-        src.read_exact_at(0, &mut b)
-            .map_err(|e| Error::io("xfs", 0, e))?;
-        let sb = Superblock::parse(&b)?;
-        sb.check_features()?;
+        let sb = read_superblock(&src, &log::Overlay::default())?;
         let mut fs = XfsFs {
             src,
             sb,
@@ -153,12 +161,10 @@ impl XfsFs {
             ));
             return Ok(());
         }
-        let mut raw = vec![0u8; SB_LEN];
-        self.read_raw(0, &mut raw)?;
-        let g = log::Geometry::from_sb(&raw);
-        // Log v2 (always on v5); the log stripe unit sizes mkfs's records.
-        let v2 = self.sb.is_v5() || be16(&raw, 100) & 0x0400 != 0;
-        let logbsize = be32(&raw, 196).max(32768);
+        let g = log::Geometry::from_sb(&self.sb);
+        // The log stripe unit sizes mkfs's records.
+        let v2 = self.sb.log_v2;
+        let logbsize = self.sb.log_sunit.max(32768);
         let read_dev = |off: u64, buf: &mut [u8]| {
             self.src
                 .read_exact_at(off, buf)
@@ -167,13 +173,7 @@ impl XfsFs {
         match log::recover(start * bs, len_bbs, &g, v2, logbsize, &read_dev) {
             Ok(None) => Ok(()),
             Ok(Some(r)) => {
-                let mut b = vec![0u8; SB_LEN];
-                self.src
-                    .read_exact_at(0, &mut b)
-                    .map_err(|e| Error::io("xfs", 0, e))?;
-                r.overlay.patch(0, &mut b);
-                let sb = Superblock::parse(&b)
-                    .and_then(|sb| sb.check_features().map(|()| sb))
+                let sb = read_superblock(&self.src, &r.overlay)
                     .map_err(|e| e.context("superblock after log replay"));
                 let sb = match sb {
                     Ok(sb) => sb,

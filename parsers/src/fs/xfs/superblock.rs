@@ -10,6 +10,7 @@ const MAGIC: &[u8; 4] = b"XFSB";
 /// v4 feature bits in `sb_versionnum`.
 mod version {
     pub const NUM_MASK: u16 = 0x000f;
+    pub const LOGV2: u16 = 0x0400;
     pub const MOREBITS: u16 = 0x8000;
 }
 /// v4 feature bits in `sb_features2`.
@@ -47,9 +48,22 @@ pub struct Superblock {
     pub version: u16,
     pub inode_size: u16,
     pub label: [u8; 12],
+    pub blocklog: u8,
+    pub inodelog: u8,
     pub inopblog: u8,
     pub agblklog: u8,
     pub dirblklog: u8,
+    /// Inode chunk alignment in blocks (`sb_inoalignmt`).
+    pub inoalignmt: u32,
+    /// `sb_spino_align` with sparse inodes, else 0.
+    pub spino_align: u32,
+    /// The UUID metadata is stamped with: `sb_meta_uuid` when the
+    /// META_UUID feature is set, else `uuid`.
+    pub meta_uuid: [u8; 16],
+    /// Log version 2 records (always on v5).
+    pub log_v2: bool,
+    /// The log stripe unit in bytes (`sb_logsunit`), which sizes records.
+    pub log_sunit: u32,
     pub inprogress: bool,
     pub icount: u64,
     pub ifree: u64,
@@ -156,9 +170,26 @@ impl Superblock {
             version,
             inode_size,
             label,
+            blocklog,
+            inodelog,
             inopblog,
             agblklog,
             dirblklog,
+            inoalignmt: be32(b, 180),
+            spino_align: if incompat & incompat::SPINODES != 0 {
+                be32(b, 228)
+            } else {
+                0
+            },
+            meta_uuid: if incompat & incompat::META_UUID != 0 {
+                let mut m = [0u8; 16];
+                m.copy_from_slice(b.get(248..264).unwrap_or(&[0; 16]));
+                m
+            } else {
+                uuid
+            },
+            log_v2: version == 5 || versionnum & version::LOGV2 != 0,
+            log_sunit: be32(b, 196),
             inprogress: b.get(126).copied().unwrap_or(0) != 0,
             icount: be64(b, 128),
             ifree: be64(b, 136),

@@ -278,7 +278,7 @@ fn vmdk_cid_mismatch_is_refused_unless_ignored() {
         "{:?}",
         mid.notes
     );
-    assert!(mid.chain[0].check.starts_with("FAILED"));
+    assert!(mid.chain[0].check.failed());
 }
 
 #[test]

@@ -30,7 +30,7 @@ use crate::readat::clamp_len;
 use crate::{Error, ReadAt, Result, Source};
 
 use super::chain::{Layer, Opened, ParentLink};
-use super::Image;
+use super::{Image, ImageFacts};
 use header::{Extensions, Header, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY};
 use table::{Compressed, Geometry, L2Entry, Unit};
 
@@ -62,42 +62,31 @@ pub(crate) fn open(path: &Path, file: Source) -> Result<Opened> {
     let file_bytes = file.size();
     let (disk, notes) = Qcow2Disk::new(path, file.clone())?;
     let backing = backing_link(&disk.header, &disk.ext, &*file);
-    let allocated = match disk.count_allocated() {
-        Some(n) => format!("{n} bytes"),
-        None => "not counted (many L2 tables, or unreadable ones)".to_string(),
-    };
-    let details = vec![
-        (
-            "version".to_string(),
-            format!(
-                "{} (compat={})",
-                disk.version,
-                if disk.version == 2 { "0.10" } else { "1.1" }
+    // `None` when not counted (many L2 tables, or unreadable ones).
+    let facts = ImageFacts {
+        subformat: Some(format!("v{}", disk.version)),
+        allocated_bytes: disk.count_allocated(),
+        block_size: Some(disk.geo.cluster_size()),
+        cache_budget: Some(disk.cache.stats().budget as u64),
+        numbers: vec![
+            ("version", u64::from(disk.version)),
+            ("extended_l2", u64::from(disk.geo.extended)),
+        ],
+        labels: vec![
+            (
+                "compat",
+                if disk.version == 2 { "0.10" } else { "1.1" }.to_string(),
             ),
-        ),
-        (
-            "cluster".to_string(),
-            format!("{} bytes", disk.geo.cluster_size()),
-        ),
-        ("virtual".to_string(), format!("{} bytes", disk.size)),
-        ("allocated".to_string(), allocated),
-        ("compress".to_string(), disk.compression.name().to_string()),
-        (
-            "ext. L2".to_string(),
-            if disk.geo.extended { "yes" } else { "no" }.to_string(),
-        ),
-        (
-            "cache".to_string(),
-            format!("{} bytes", disk.cache.stats().budget),
-        ),
-    ];
+            ("compression", disk.compression.name().to_string()),
+        ],
+    };
     let disk = Arc::new(disk);
     let delta = backing.map(|link| (disk.clone() as Arc<dyn Layer>, link));
     let image = Image {
         disk,
         format: "qcow2",
         file_bytes,
-        details,
+        facts,
         notes,
         chain: Vec::new(),
         parent: None,

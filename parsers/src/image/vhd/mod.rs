@@ -28,7 +28,7 @@ use dynamic_header::{DynamicHeader, ParentLocator, HEADER_SIZE};
 use footer::{DiskType, Footer, FOOTER_SIZE};
 
 use super::chain::{Ident, Layer, Opened, ParentLink};
-use super::Image;
+use super::{Image, ImageFacts};
 use crate::cache::ChunkCache;
 use crate::readat::Window;
 use crate::{Error, ReadAt, Result, Source};
@@ -97,7 +97,7 @@ pub(crate) fn open(path: &Path, file: Source) -> Result<Opened> {
             disk: Arc::new(Window::new(file, 0, size)),
             format: "vhd",
             file_bytes,
-            details: details(&footer, None, file_bytes - 512),
+            facts: facts(&footer, None, file_bytes - 512),
             notes: geometry_note(&footer).into_iter().collect(),
             chain: Vec::new(),
             parent: None,
@@ -191,7 +191,7 @@ pub(crate) fn open(path: &Path, file: Source) -> Result<Opened> {
         disk,
         format: "vhd",
         file_bytes,
-        details: details(&footer, Some(block_size), allocated),
+        facts: facts(&footer, Some(block_size), allocated),
         notes,
         chain: Vec::new(),
         parent: None,
@@ -210,26 +210,20 @@ fn unique_id(id: &[u8; 16]) -> Ident {
     Ident::new("unique id", &hex)
 }
 
-fn details(footer: &Footer, block_size: Option<u64>, allocated: u64) -> Vec<(String, String)> {
-    let mut d = vec![
-        ("subformat".to_string(), footer.disk_type.name().to_string()),
-        ("virtual_size".to_string(), footer.current_size.to_string()),
-        (
-            "creator".to_string(),
+fn facts(footer: &Footer, block_size: Option<u64>, allocated: u64) -> ImageFacts {
+    ImageFacts {
+        subformat: Some(footer.disk_type.name().to_string()),
+        allocated_bytes: Some(allocated),
+        block_size,
+        cache_budget: Some(ChunkCache::global().stats().budget as u64),
+        numbers: Vec::new(),
+        labels: vec![(
+            "creator",
             String::from_utf8_lossy(&footer.creator_app)
                 .trim_end()
                 .to_string(),
-        ),
-    ];
-    if let Some(b) = block_size {
-        d.push(("block_size".into(), b.to_string()));
+        )],
     }
-    d.push(("allocated".into(), allocated.to_string()));
-    d.push((
-        "cache_budget".into(),
-        ChunkCache::global().stats().budget.to_string(),
-    ));
-    d
 }
 
 /// Tells when the CHS geometry addresses less than `current_size`: other

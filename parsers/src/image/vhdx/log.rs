@@ -3,15 +3,14 @@
 //! Updates to metadata and the BAT are written to the circular log before
 //! they reach their place in the file; after a crash the log holds writes the
 //! file may lack. Replay finds the active sequence of entries and applies
-//! its data and zero descriptors to an [`Overlay`] over the file, never to
+//! its data and zero descriptors to a [`Patched`] view of the file, never to
 //! the file itself.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io;
+use std::collections::{HashMap, HashSet};
 
 use super::header::Header;
 use super::{crc_ok, le32, le64};
-use crate::readat::clamp_len;
+use crate::readat::{Patch, Patched, Patches};
 use crate::{Error, ReadAt, Result, Source};
 
 const SECTOR: usize = 4096;
@@ -160,114 +159,10 @@ fn active_sequence(log: &[u8], guid: &[u8; 16]) -> Vec<Entry> {
         .unwrap_or_default()
 }
 
-/// A region of the file replaced by the log: bytes, or zeros.
-#[derive(Debug)]
-struct Extent {
-    end: u64,
-    bytes: Option<Vec<u8>>,
-}
-
-/// The file as it is after log replay: the file's bytes with the log's
-/// writes on top, held in memory.
-pub struct Overlay {
-    base: Source,
-    size: u64,
-    /// Non-overlapping extents keyed by start offset.
-    extents: BTreeMap<u64, Extent>,
-}
-
-impl Overlay {
-    fn write(&mut self, start: u64, end: u64, bytes: Option<Vec<u8>>) {
-        if start >= end {
-            return;
-        }
-        let hit: Vec<u64> = self
-            .extents
-            .range(..end)
-            .rev()
-            .take_while(|(_, e)| e.end > start)
-            .map(|(&k, _)| k)
-            .collect();
-        for k in hit {
-            let Some(old) = self.extents.remove(&k) else {
-                continue;
-            };
-            let slice = |from: u64, to: u64| {
-                old.bytes
-                    .as_ref()
-                    .and_then(|b| b.get((from - k) as usize..(to - k) as usize))
-                    .map(<[u8]>::to_vec)
-            };
-            if k < start {
-                self.extents.insert(
-                    k,
-                    Extent {
-                        end: start,
-                        bytes: slice(k, start),
-                    },
-                );
-            }
-            if old.end > end {
-                self.extents.insert(
-                    end,
-                    Extent {
-                        end: old.end,
-                        bytes: slice(end, old.end),
-                    },
-                );
-            }
-        }
-        self.size = self.size.max(end);
-        self.extents.insert(start, Extent { end, bytes });
-    }
-
-    /// Number of extents the log replaced.
-    pub fn extents(&self) -> usize {
-        self.extents.len()
-    }
-}
-
-impl ReadAt for Overlay {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let len = clamp_len(self.size, offset, buf.len());
-        let buf = &mut buf[..len];
-        // The file's bytes (zeros where the log grew it), then the log's.
-        let from_base = clamp_len(self.base.size(), offset, len);
-        self.base.read_exact_at(offset, &mut buf[..from_base])?;
-        buf[from_base..].fill(0);
-        let end = offset + len as u64;
-        let first = self
-            .extents
-            .range(..=offset)
-            .next_back()
-            .map_or(offset, |(&k, _)| k);
-        for (&start, e) in self.extents.range(first..end) {
-            let (s, t) = (start.max(offset), e.end.min(end));
-            if s >= t {
-                continue;
-            }
-            let dst = &mut buf[(s - offset) as usize..(t - offset) as usize];
-            match &e.bytes {
-                Some(b) => match b.get((s - start) as usize..(t - start) as usize) {
-                    Some(src) => dst.copy_from_slice(src),
-                    None => {
-                        return Err(io::Error::other("vhdx: log extent shorter than its range"))
-                    }
-                },
-                None => dst.fill(0),
-            }
-        }
-        Ok(len)
-    }
-}
-
 /// What replay did, for `info`.
 pub struct Replay {
-    pub overlay: Overlay,
+    /// The file after replay: its bytes with the log's writes on top.
+    pub overlay: Patched,
     pub entries: usize,
     pub sequences: (u64, u64),
 }
@@ -320,26 +215,19 @@ pub fn replay(file: Source, header: &Header) -> Result<Replay> {
         ));
     }
     let sequences = (first.sequence, head.sequence);
-    let mut overlay = Overlay {
-        base: file,
-        // Replay grows the file to the head's last offset.
-        size: file_size.max(head.last_file_offset),
-        extents: BTreeMap::new(),
-    };
+    let mut patches = Patches::default();
     for w in seq.iter().flat_map(|e| e.writes.iter()) {
         match w {
-            Write::Zero { offset, length } => {
-                overlay.write(*offset, offset.saturating_add(*length), None)
+            Write::Zero { offset, length } => patches.put(*offset, *length, Patch::Zeros),
+            Write::Data { offset, bytes } => {
+                patches.put(*offset, SECTOR as u64, Patch::Bytes(bytes.clone()))
             }
-            Write::Data { offset, bytes } => overlay.write(
-                *offset,
-                offset.saturating_add(SECTOR as u64),
-                Some(bytes.clone()),
-            ),
         }
     }
+    // Replay grows the file to the head's last offset.
+    let size = file_size.max(head.last_file_offset);
     Ok(Replay {
-        overlay,
+        overlay: Patched::new(file, size, patches),
         entries: seq.len(),
         sequences,
     })
@@ -347,38 +235,7 @@ pub fn replay(file: Source, header: &Header) -> Result<Replay> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::readat::MemSource;
-
-    fn overlay(size: usize) -> Overlay {
-        Overlay {
-            base: Arc::new(MemSource(vec![1; size])),
-            size: size as u64,
-            extents: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn overlay_later_writes_win_and_split() -> std::io::Result<()> {
-        let mut o = overlay(100);
-        o.write(10, 30, Some(vec![2; 20]));
-        o.write(20, 25, None);
-        o.write(28, 120, Some(vec![3; 92]));
-        let mut buf = vec![9; 200];
-        assert_eq!(o.read_at(0, &mut buf)?, 120);
-        assert_eq!(&buf[..10], &[1; 10]);
-        assert_eq!(&buf[10..20], &[2; 10]);
-        assert_eq!(&buf[20..25], &[0; 5]);
-        assert_eq!(&buf[25..28], &[2; 3]);
-        assert_eq!(&buf[28..120], &[3; 92]);
-        let mut b = [0u8; 4];
-        o.read_at(23, &mut b)?;
-        assert_eq!(b, [0, 0, 2, 2]);
-        assert_eq!(o.extents(), 4);
-        Ok(())
-    }
 
     fn entry(seq: u64, tail: u32, guid: [u8; 16], target: u64, fill: u8) -> Vec<u8> {
         let mut e = vec![0u8; 2 * SECTOR];

@@ -30,7 +30,7 @@ use region_table::{RegionTable, TABLE_OFFSETS, TABLE_SIZE};
 
 use super::chain::{Ident, Layer, Opened, ParentLink};
 use super::vhd::blocks::BlockDisk;
-use super::Image;
+use super::{Image, ImageFacts};
 pub(crate) use crate::bytes::{le16, le32, le64};
 use crate::cache::ChunkCache;
 use crate::{Error, ReadAt, Result, Source};
@@ -109,7 +109,7 @@ pub(crate) fn open(_path: &Path, file: Source) -> Result<Opened> {
             r.entries,
             r.sequences.0,
             r.sequences.1,
-            r.overlay.extents()
+            r.overlay.patches().len()
         ));
         Arc::new(r.overlay)
     } else {
@@ -145,27 +145,21 @@ pub(crate) fn open(_path: &Path, file: Source) -> Result<Opened> {
     } else {
         "dynamic"
     };
-    let mut details = vec![
-        ("subformat".to_string(), subformat.to_string()),
-        ("virtual_size".into(), meta.virtual_size.to_string()),
-        ("block_size".into(), block_size.to_string()),
-        (
-            "logical_sector".into(),
-            meta.logical_sector_size.to_string(),
-        ),
-        (
-            "physical_sector".into(),
-            meta.physical_sector_size.to_string(),
-        ),
-        ("allocated".into(), allocated.to_string()),
-    ];
-    if let Some(g) = meta.page_83 {
-        details.push(("disk_id".into(), show_guid(&g)));
-    }
-    details.push((
-        "cache_budget".into(),
-        ChunkCache::global().stats().budget.to_string(),
-    ));
+    let facts = ImageFacts {
+        subformat: Some(subformat.to_string()),
+        allocated_bytes: Some(allocated),
+        block_size: Some(block_size),
+        cache_budget: Some(ChunkCache::global().stats().budget as u64),
+        numbers: vec![
+            ("logical_sector_size", u64::from(meta.logical_sector_size)),
+            ("physical_sector_size", u64::from(meta.physical_sector_size)),
+        ],
+        labels: meta
+            .page_83
+            .map(|g| ("disk_id", show_guid(&g)))
+            .into_iter()
+            .collect(),
+    };
     let blocks = BlockDisk {
         file: source,
         map: bat,
@@ -187,7 +181,7 @@ pub(crate) fn open(_path: &Path, file: Source) -> Result<Opened> {
         disk,
         format: "vhdx",
         file_bytes,
-        details,
+        facts,
         notes,
         chain: Vec::new(),
         parent: None,

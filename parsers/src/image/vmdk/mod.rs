@@ -32,7 +32,7 @@ use crate::readat::FileSource;
 use crate::{Error, ReadAt, Result, Source};
 
 use super::chain::{Ident, Layer, LayerConcat, Opened, ParentLink, Whole};
-use super::Image;
+use super::{Image, ImageFacts};
 use descriptor::{Access, Descriptor, ExtentKind, MAX_DESCRIPTOR_BYTES};
 use extent::{FlatExtent, ZeroExtent};
 use grain::SparseExtent;
@@ -258,18 +258,16 @@ fn open_monolithic(
         }
     }
     let size = ext.size();
-    let mut details = Vec::new();
-    if let Some(d) = &desc {
-        push_descriptor_details(&mut details, d);
-    }
-    details.push(("extents".into(), format!("SPARSE {name} ({size} bytes)")));
-    push_facts(&mut details, &facts);
+    let mut facts = facts.report(desc.as_ref());
+    facts
+        .labels
+        .push(("extents", format!("SPARSE {name} ({size} bytes)")));
     let ext = Arc::new(ext);
     let image = Image {
         disk: ext.clone(),
         format: "vmdk",
         file_bytes,
-        details,
+        facts,
         notes,
         chain: Vec::new(),
         parent: None,
@@ -380,16 +378,14 @@ fn open_descriptor(path: &Path, file: Source) -> Result<(Image, Arc<LayerConcat>
     if d.extents.len() > LISTED_EXTENTS {
         listed.push(format!("... {} in all", d.extents.len()));
     }
-    let mut details = Vec::new();
-    push_descriptor_details(&mut details, &d);
-    details.push(("extents".into(), listed.join("; ")));
-    push_facts(&mut details, &facts);
+    let mut report = facts.report(Some(&d));
+    report.labels.push(("extents", listed.join("; ")));
     let parts = Arc::new(LayerConcat::new(parts));
     let image = Image {
         disk: parts.clone(),
         format: "vmdk",
         file_bytes,
-        details,
+        facts: report,
         notes: facts.notes,
         chain: Vec::new(),
         parent: None,
@@ -415,29 +411,28 @@ fn open_extent_file(dir: &Path, name: &str) -> Result<Source> {
     Ok(Arc::new(f))
 }
 
-fn push_descriptor_details(details: &mut Vec<(String, String)>, d: &Descriptor) {
-    details.push(("createType".into(), d.create_type.clone()));
-    if let Some(cid) = &d.cid {
-        details.push(("CID".into(), cid.clone()));
+impl Facts {
+    /// The report's facts: the descriptor's create type as the subformat,
+    /// its CID and adapter type as labels.
+    fn report(&self, d: Option<&Descriptor>) -> ImageFacts {
+        let mut labels = Vec::new();
+        if let Some(cid) = d.and_then(|d| d.cid.clone()) {
+            labels.push(("cid", cid));
+        }
+        if let Some(a) = d.and_then(|d| d.adapter_type.clone()) {
+            labels.push(("adapter_type", a));
+        }
+        if self.grain_bytes.is_some() {
+            let c = if self.compressed { "deflate" } else { "none" };
+            labels.push(("compression", c.to_string()));
+        }
+        ImageFacts {
+            subformat: d.map(|d| d.create_type.clone()),
+            allocated_bytes: self.allocated,
+            block_size: self.grain_bytes,
+            cache_budget: Some(ChunkCache::global().stats().budget as u64),
+            numbers: Vec::new(),
+            labels,
+        }
     }
-    if let Some(a) = &d.adapter_type {
-        details.push(("adapter type".into(), a.clone()));
-    }
-}
-
-fn push_facts(details: &mut Vec<(String, String)>, f: &Facts) {
-    if let Some(g) = f.grain_bytes {
-        details.push(("grain size".into(), format!("{g} bytes")));
-        details.push((
-            "compressed".into(),
-            if f.compressed { "yes (deflate)" } else { "no" }.into(),
-        ));
-    }
-    if let Some(a) = f.allocated {
-        details.push(("allocated".into(), format!("{a} bytes")));
-    }
-    details.push((
-        "cache budget".into(),
-        format!("{} bytes", ChunkCache::global().stats().budget),
-    ));
 }

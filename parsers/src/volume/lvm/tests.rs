@@ -125,20 +125,27 @@ fn want_names() -> Vec<String> {
     READABLE.iter().map(|l| format!("{VG}-{l}")).collect()
 }
 
+/// The volumes as the restore tree makes them of `disk`: the table, a
+/// probe of each partition, LVM on those without a filesystem.
+fn tree_of(disk: &Source) -> crate::Result<crate::tree::RestoreTree> {
+    let image = crate::image::Image::new(disk.clone(), "raw", disk.size());
+    crate::tree::RestoreTree::from_image(image)
+}
+
 #[test]
 fn lvs_read_as_lvm_wrote_them() {
     let Some(dir) = generated() else { return };
     let disk: Source = Arc::new(FileSource::open(&dir.join("disk.img")).unwrap());
-    let t = volume::scan(&disk).unwrap();
+    let t = tree_of(&disk).unwrap();
     let got: Vec<(&str, bool)> = t
         .volumes
         .iter()
-        .map(|v| (v.name.as_str(), v.lvm_pv))
+        .map(|v| (v.name.as_str(), v.is_lvm_pv()))
         .collect();
     let mut want = vec![("p1", false), ("p2", true), ("p3", true)];
     let lvs = want_names();
     want.extend(lvs.iter().map(|n| (n.as_str(), false)));
-    assert_eq!(got, want, "{:?}", t.notes);
+    assert_eq!(got, want, "{:?}", t.table.notes);
     for v in &t.volumes[3..] {
         assert_eq!(
             all(&v.source),
@@ -494,16 +501,17 @@ fn bare_disk_pv_gives_its_lvs() {
     let img = file(dir, "disk.img");
     // p2 alone as a whole disk: lin-ear is all on it, the others need p3.
     let disk = mem(img[P2..P2 + P2_LEN].to_vec());
-    let t = volume::scan(&disk).unwrap();
-    assert_eq!(t.scheme, volume::Scheme::None);
+    let t = tree_of(&disk).unwrap();
+    assert_eq!(t.table.scheme, volume::Scheme::None);
     let got: Vec<_> = t.volumes.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(got, [format!("{VG}-lin--ear")]);
     assert!(
-        t.notes
+        t.table
+            .notes
             .iter()
             .any(|n| n.contains("rfs--test-multi not exposed")),
         "{:?}",
-        t.notes
+        t.table.notes
     );
 }
 
@@ -580,10 +588,10 @@ fn mutated_lvm_never_panics() {
             patches,
             len,
         });
-        if let Ok(t) = volume::scan(&disk) {
+        if let Ok(t) = tree_of(&disk) {
             for v in &t.volumes {
                 let mut buf = vec![0u8; 70_000];
-                let _ = v.source.read_at(v.size.saturating_sub(50_000), &mut buf);
+                let _ = v.source.read_at(v.size().saturating_sub(50_000), &mut buf);
                 let _ = v.source.read_at(0, &mut buf);
             }
         }
@@ -600,13 +608,13 @@ fn filesystem_over_a_stale_label_is_not_a_pv() {
     let fs = file(dir, &format!("{VG}-multi.fs"));
     img[P2..P2 + fs.len()].copy_from_slice(&fs);
     img[P2 + 512..P2 + 1024].copy_from_slice(&label);
-    let t = volume::scan(&mem(img)).unwrap();
+    let t = tree_of(&mem(img)).unwrap();
     let pv: Vec<_> = t
         .volumes
         .iter()
-        .map(|v| (v.name.as_str(), v.lvm_pv))
+        .map(|v| (v.name.as_str(), v.is_lvm_pv()))
         .collect();
     assert_eq!(pv[..3], [("p1", false), ("p2", false), ("p3", true)]);
     // Every LV has extents on pv0 (p2), which is gone.
-    assert_eq!(t.volumes.len(), 3, "{:?}", t.notes);
+    assert_eq!(t.volumes.len(), 3, "{:?}", t.table.notes);
 }

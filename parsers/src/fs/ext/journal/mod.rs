@@ -13,13 +13,20 @@
 //! the copy before it. A failed replay leaves the volume read as it is on
 //! disk, with a warning (see `ExtFs::replay_journal`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use crate::bytes::{be16, be32};
+use crate::bytes::be32;
+use crate::readat::{Patch, Patches};
 use crate::{Error, ReadAt, Result};
 
+mod checksum;
+mod descriptor;
+mod revoke;
 #[cfg(test)]
 mod tests;
+
+use checksum::Csum;
+use descriptor::Tag;
 
 const MAGIC: u32 = 0xC03B_3998;
 const DESCRIPTOR: u32 = 1;
@@ -41,21 +48,17 @@ const COMMIT_HEADER: usize = 60;
 /// `s_checksum_type` of checksum v2/v3 journals.
 const CRC32C: u8 = 4;
 
-const TAG_ESCAPE: u32 = 0x1;
-const TAG_SAME_UUID: u32 = 0x2;
-const TAG_LAST: u32 = 0x8;
-
 /// `a <= b` for wrapping 32-bit transaction ids.
 fn tid_le(a: u32, b: u32) -> bool {
     (b.wrapping_sub(a) as i32) >= 0
 }
 
-/// Filesystem blocks replaced by journal copies.
+/// Filesystem blocks replaced by journal copies: the shared
+/// [`Patches`] adapter, each block a copy of its newest journal block
+/// (read when needed, not held), escaped copies with the magic put back.
 #[derive(Debug, Default)]
 pub struct Overlay {
-    /// Filesystem block -> (byte offset of its newest copy in the source,
-    /// whether the copy was escaped and must get the magic back).
-    blocks: BTreeMap<u64, (u64, bool)>,
+    patches: Patches,
     block_size: u64,
 }
 
@@ -63,118 +66,31 @@ impl Overlay {
     /// An overlay that replaces nothing.
     pub fn empty(block_size: u32) -> Self {
         Overlay {
-            blocks: BTreeMap::new(),
+            patches: Patches::default(),
             block_size: u64::from(block_size),
         }
     }
 
     /// Number of replaced blocks.
     pub fn len(&self) -> usize {
-        self.blocks.len()
+        self.patches.len()
+    }
+
+    /// Replaces filesystem block `target` with the journal copy at byte
+    /// `copy` of the source.
+    fn replace(&mut self, target: u64, copy: u64, escaped: bool) {
+        let at = target.saturating_mul(self.block_size);
+        let head = escaped.then(|| (at, MAGIC.to_be_bytes()));
+        self.patches
+            .put(at, self.block_size, Patch::Copy { from: copy, head });
     }
 
     /// Replaces the parts of `buf` (read from `offset`) that the journal
     /// holds newer copies of.
     pub fn patch(&self, src: &dyn ReadAt, offset: u64, buf: &mut [u8]) -> Result<()> {
-        if self.blocks.is_empty() || buf.is_empty() {
-            return Ok(());
-        }
-        let bs = self.block_size;
-        let end = offset + buf.len() as u64;
-        let mut tmp = vec![0u8; bs as usize];
-        for (&blk, &(copy, escaped)) in self.blocks.range(offset / bs..=(end - 1) / bs) {
-            src.read_exact_at(copy, &mut tmp)
-                .map_err(|e| Error::io("ext", copy, e))?;
-            if escaped {
-                if let Some(m) = tmp.get_mut(..4) {
-                    m.copy_from_slice(&MAGIC.to_be_bytes());
-                }
-            }
-            let bstart = blk * bs;
-            let from = bstart.max(offset);
-            let to = (bstart + bs).min(end);
-            if let (Some(d), Some(s)) = (
-                buf.get_mut((from - offset) as usize..(to - offset) as usize),
-                tmp.get((from - bstart) as usize..(to - bstart) as usize),
-            ) {
-                d.copy_from_slice(s);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A logged block, as its descriptor tag describes it.
-#[derive(Debug, Clone, Copy)]
-struct Tag {
-    /// Filesystem block it replaces.
-    target: u64,
-    /// Journal block holding the copy.
-    jblock: u64,
-    escaped: bool,
-    /// The tag's checksum of the copy (v2: low 16 bits; v3: all 32).
-    csum: u32,
-}
-
-/// Journal checksums v2/v3: crc32c seeded with the journal's UUID.
-struct Csum {
-    seed: u32,
-    /// v3 tags keep all 32 bits of a block's checksum, v2 the low 16.
-    full: bool,
-}
-
-/// crc32c as the kernel's `jbd2_chksum` computes it: `state` in, the raw
-/// register out, with no inversions on either side.
-fn crc32c_raw(state: u32, data: &[u8]) -> u32 {
-    !crc32c::crc32c_append(!state, data)
-}
-
-impl Csum {
-    fn new(sb: &[u8], full: bool) -> Csum {
-        Csum {
-            seed: crc32c_raw(!0, sb.get(0x30..0x40).unwrap_or(&[])),
-            full,
-        }
-    }
-
-    /// The checksum of `block` with the 4 bytes at `at` taken as zero,
-    /// against the big-endian value stored there.
-    fn block_ok(&self, seed: u32, block: &[u8], at: usize) -> bool {
-        let (Some(head), Some(tail)) = (block.get(..at), block.get(at + 4..)) else {
-            return false;
-        };
-        let c = crc32c_raw(seed, head);
-        let c = crc32c_raw(c, &[0; 4]);
-        crc32c_raw(c, tail) == be32(block, at)
-    }
-
-    /// Descriptor and revoke blocks: the tail's checksum (last 4 bytes).
-    fn tail_ok(&self, block: &[u8]) -> bool {
-        self.block_ok(self.seed, block, block.len().saturating_sub(4))
-    }
-
-    /// Commit blocks: `h_chksum[0]`. Also taken: a block whose checksum
-    /// holds for its header (`struct commit_header`, 60 bytes) with the rest
-    /// zero, i.e. a commit block torn after its header; Linux accepts those
-    /// too ("incomplete commit block", since 6.6).
-    fn commit_ok(&self, block: &[u8]) -> bool {
-        if self.block_ok(self.seed, block, 16) {
-            return true;
-        }
-        let mut head = vec![0u8; block.len()];
-        let n = COMMIT_HEADER.min(block.len());
-        head[..n].copy_from_slice(&block[..n]);
-        self.block_ok(self.seed, &head, 16)
-    }
-
-    /// A logged copy against its tag (seeded with its transaction id).
-    fn data_ok(&self, seq: u32, block: &[u8], want: u32) -> bool {
-        let c = crc32c_raw(crc32c_raw(self.seed, &seq.to_be_bytes()), block);
-        if self.full {
-            c == want
-        } else {
-            c & 0xFFFF == want
-        }
+        self.patches
+            .patch(src, offset, buf)
+            .map_err(|e| Error::io("ext journal overlay", offset, e))
     }
 }
 
@@ -265,6 +181,12 @@ pub fn replay(
         8 + if csum2 { 2 } else { 0 } + if bit64 { 4 } else { 0 }
     };
     let tail = if csum2 || csum3 { 4 } else { 0 };
+    let layout = descriptor::Layout {
+        tag_bytes,
+        tail,
+        bit64,
+        csum3,
+    };
     let next = |p: u64| if p + 1 >= maxlen { first } else { p + 1 };
 
     // Scan: collect committed transactions and revocations.
@@ -278,7 +200,6 @@ pub fn replay(
     let mut pending_revokes: Vec<u64> = Vec::new();
     let mut pos = start;
     let mut steps = 0u64;
-    let bs = block_size as usize;
     while steps < maxlen {
         let Ok(b) = read_block(pos) else { break };
         if be32(&b, 0) != MAGIC || be32(&b, 8) != seq {
@@ -289,34 +210,11 @@ pub fn replay(
                 if csum.as_ref().is_some_and(|c| !c.tail_ok(&b)) {
                     suspect = true;
                 }
-                let mut off = 12;
-                while off + tag_bytes <= bs - tail {
-                    let lo = u64::from(be32(&b, off));
-                    let (flags, tag_csum) = if csum3 {
-                        (be32(&b, off + 4), be32(&b, off + 12))
-                    } else {
-                        (u32::from(be16(&b, off + 6)), u32::from(be16(&b, off + 4)))
-                    };
-                    let hi = if bit64 {
-                        u64::from(be32(&b, off + 8))
-                    } else {
-                        0
-                    };
+                for mut tag in descriptor::tags(&b, &layout) {
                     pos = next(pos);
                     steps += 1;
-                    pending.push(Tag {
-                        target: lo | (hi << 32),
-                        jblock: pos,
-                        escaped: flags & TAG_ESCAPE != 0,
-                        csum: tag_csum,
-                    });
-                    off += tag_bytes;
-                    if flags & TAG_SAME_UUID == 0 {
-                        off += 16;
-                    }
-                    if flags & TAG_LAST != 0 {
-                        break;
-                    }
+                    tag.jblock = pos;
+                    pending.push(tag);
                 }
             }
             COMMIT => {
@@ -360,18 +258,7 @@ pub fn replay(
                 if csum.as_ref().is_some_and(|c| !c.tail_ok(&b)) {
                     suspect = true;
                 }
-                let count = (be32(&b, 12) as usize).min(bs - tail);
-                let width = if bit64 { 8 } else { 4 };
-                let mut off = 16;
-                while off + width <= count {
-                    let blk = if bit64 {
-                        (u64::from(be32(&b, off)) << 32) | u64::from(be32(&b, off + 4))
-                    } else {
-                        u64::from(be32(&b, off))
-                    };
-                    pending_revokes.push(blk);
-                    off += width;
-                }
+                pending_revokes.extend(revoke::blocks(&b, tail, bit64));
             }
             _ => break,
         }
@@ -408,9 +295,7 @@ pub fn replay(
                     continue;
                 }
             }
-            overlay
-                .blocks
-                .insert(target, (locate(tag.jblock)?, tag.escaped));
+            overlay.replace(target, locate(tag.jblock)?, tag.escaped);
         }
     }
     Ok(Replay {

@@ -14,6 +14,7 @@ use super::overlay::Overlay;
 use super::records::BB;
 use super::trans::{Item, Trans};
 use crate::bytes::{be16, be32, be64, le16, le32, le64};
+use crate::fs::xfs::superblock::{incompat, Superblock};
 use crate::{Error, Result};
 
 mod kind {
@@ -102,37 +103,24 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// From the raw superblock (already checked by `Superblock::parse`).
-    pub fn from_sb(b: &[u8]) -> Geometry {
-        let v5 = be16(b, 100) & 0xf == 5;
-        let incompat = if v5 { be32(b, 216) } else { 0 };
-        let mut uuid = [0u8; 16];
-        uuid.copy_from_slice(b.get(32..48).unwrap_or(&[0; 16]));
-        let mut meta_uuid = uuid;
-        if incompat & (1 << 2) != 0 {
-            meta_uuid.copy_from_slice(b.get(248..264).unwrap_or(&[0; 16]));
-        }
-        let byte = |at: usize| u32::from(b.get(at).copied().unwrap_or(0));
+    /// From the parsed superblock: the one place it is read.
+    pub fn from_sb(sb: &Superblock) -> Geometry {
         Geometry {
-            v5,
-            uuid,
-            meta_uuid,
-            block_size: u64::from(be32(b, 4)),
-            blocklog: byte(120),
-            inode_size: usize::from(be16(b, 104)),
-            inodelog: byte(122),
-            inopblog: byte(123),
-            agblklog: byte(124),
-            ag_blocks: u64::from(be32(b, 84)),
-            ag_count: u64::from(be32(b, 88)),
-            dblocks: be64(b, 8),
-            inoalignmt: u64::from(be32(b, 180)),
-            has_meta_uuid: incompat & (1 << 2) != 0,
-            spino_align: if incompat & (1 << 1) != 0 {
-                u64::from(be32(b, 228))
-            } else {
-                0
-            },
+            v5: sb.is_v5(),
+            uuid: sb.uuid,
+            meta_uuid: sb.meta_uuid,
+            block_size: u64::from(sb.block_size),
+            blocklog: u32::from(sb.blocklog),
+            inode_size: usize::from(sb.inode_size),
+            inodelog: u32::from(sb.inodelog),
+            inopblog: u32::from(sb.inopblog),
+            agblklog: u32::from(sb.agblklog),
+            ag_blocks: u64::from(sb.ag_blocks),
+            ag_count: u64::from(sb.ag_count),
+            dblocks: sb.dblocks,
+            inoalignmt: u64::from(sb.inoalignmt),
+            has_meta_uuid: sb.incompat & incompat::META_UUID != 0,
+            spino_align: u64::from(sb.spino_align),
         }
     }
 
